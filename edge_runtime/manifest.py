@@ -1,0 +1,200 @@
+"""The bundle manifest: the only thing the runtime reads about a model.
+
+A bundle is a folder with manifest.json and model files. export/ writes it with `write_manifest`; the
+scanner reads it with `load_manifest`, which rejects unknown keys, a newer schema, missing files and any
+file whose sha256 no longer matches. The model id is the sha256 of manifest.json's bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_runtime import __version__
+from edge_runtime.errors import BundleError
+from edge_runtime.names import CLASS_NAMES, MANIFEST_FILE
+from edge_runtime.preprocess import PreprocessConfig
+from edge_runtime.roi import Thresholds
+
+SCHEMA_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+FLAVOURS = (None, "cpu", "trt")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One model file: which graph it holds, its precision, INT8 flavour (cpu | trt | None), sha256."""
+
+    graph: str
+    precision: str
+    sha256: str
+    flavour: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to preprocess, run and decide, plus provenance.
+
+    tensors: {graph: {"inputs": {name: shape}, "outputs": {name: shape}}} with fixed integer shapes.
+    files: {file name: FileEntry}. provenance: checkpoint sha256, data hash, metrics, config (free JSON).
+    calibration: method, count and content hashes of the calibration images, or None.
+    """
+
+    classes: tuple[str, ...]
+    preprocess: PreprocessConfig
+    k: int
+    box_size: float
+    global_weight: float
+    use_parts: bool
+    thresholds: Thresholds
+    tensors: dict
+    files: dict
+    provenance: dict = field(default_factory=dict)
+    calibration: dict | None = None
+    schema_version: int = SCHEMA_VERSION
+    toolkit_version: str = __version__
+
+    @property
+    def positive_index(self) -> int:
+        """Index of the counterfeit class in the logits."""
+        return self.classes.index(CLASS_NAMES[1]) if CLASS_NAMES[1] in self.classes else len(self.classes) - 1
+
+    def file_for(self, graph: str, precision: str = "fp32", flavour: str | None = None) -> str | None:
+        """Name of the file holding `graph` at that precision/flavour, or None if the bundle has none."""
+        for name, entry in sorted(self.files.items()):
+            if entry.graph == graph and entry.precision == precision and entry.flavour == flavour:
+                return name
+        return None
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "toolkit_version": self.toolkit_version,
+            "classes": list(self.classes),
+            "preprocess": self.preprocess.to_dict(),
+            "k": self.k,
+            "box_size": self.box_size,
+            "global_weight": self.global_weight,
+            "use_parts": self.use_parts,
+            "thresholds": dataclasses.asdict(self.thresholds),
+            "tensors": self.tensors,
+            "files": {name: dataclasses.asdict(e) for name, e in sorted(self.files.items())},
+            "provenance": self.provenance,
+            "calibration": self.calibration,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        """Parse a manifest dict; unknown or missing keys and bad values raise BundleError."""
+        if not isinstance(data, dict):
+            raise BundleError("manifest: top level must be a JSON object")
+        required = {"schema_version", "classes", "preprocess", "k", "box_size", "global_weight",
+                    "use_parts", "thresholds", "tensors", "files"}
+        optional = {"toolkit_version", "provenance", "calibration"}
+        missing = sorted(required - set(data))
+        unknown = sorted(set(data) - required - optional)
+        if missing:
+            raise BundleError(f"manifest: missing keys: {', '.join(missing)}")
+        if unknown:
+            raise BundleError(f"manifest: unknown keys: {', '.join(unknown)}")
+        if data["schema_version"] != SCHEMA_VERSION:
+            raise BundleError(
+                f"manifest: schema version {data['schema_version']!r} is not supported "
+                f"(this runtime reads {SCHEMA_VERSION}); re-export the bundle or update the toolkit")
+        try:
+            files = {}
+            for name, entry in dict(data["files"]).items():
+                fe = FileEntry(**entry)
+                if fe.precision not in PRECISIONS or fe.flavour not in FLAVOURS:
+                    raise ValueError(f"file {name}: bad precision/flavour {fe.precision}/{fe.flavour}")
+                if "/" in name or "\\" in name or name.startswith("."):
+                    raise ValueError(f"file name {name!r} must be a plain name inside the bundle")
+                files[name] = fe
+            manifest = cls(
+                classes=tuple(str(c) for c in data["classes"]),
+                preprocess=PreprocessConfig.from_dict(dict(data["preprocess"])),
+                k=int(data["k"]),
+                box_size=float(data["box_size"]),
+                global_weight=float(data["global_weight"]),
+                use_parts=bool(data["use_parts"]),
+                thresholds=Thresholds(**data["thresholds"]),
+                tensors=dict(data["tensors"]),
+                files=files,
+                provenance=dict(data.get("provenance") or {}),
+                calibration=data.get("calibration"),
+                schema_version=int(data["schema_version"]),
+                toolkit_version=str(data.get("toolkit_version", "")),
+            )
+        except (TypeError, ValueError, KeyError) as exc:
+            raise BundleError(f"manifest: {exc}") from None
+        if len(manifest.classes) < 2 or manifest.k < 1 or not 0.0 < manifest.box_size <= 1.0:
+            raise BundleError("manifest: need >= 2 classes, k >= 1 and 0 < box_size <= 1")
+        return manifest
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle: its folder, manifest and model id (sha256 of manifest.json)."""
+
+    root: Path
+    manifest: Manifest
+    model_id: str
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+
+def write_manifest(root: str | Path, manifest: Manifest) -> Path:
+    """Write manifest.json into `root`, recomputing every listed file's sha256 from disk."""
+    root = Path(root)
+    files = {}
+    for name, entry in manifest.files.items():
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"{root}: manifest lists {name} but the file is missing")
+        files[name] = dataclasses.replace(entry, sha256=sha256_file(path))
+    data = dataclasses.replace(manifest, files=files).to_dict()
+    out = root / MANIFEST_FILE
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(out)
+    return out
+
+
+def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
+    """Load and check a bundle folder.
+
+    Raises BundleError when the folder or manifest.json is missing or malformed, a listed file is
+    missing, or (verify=True) a file's sha256 differs from the manifest.
+    """
+    root = Path(root)
+    path = root / MANIFEST_FILE
+    if not root.is_dir():
+        raise BundleError(f"{root}: bundle folder not found")
+    if not path.is_file():
+        raise BundleError(f"{root}: not a bundle (no {MANIFEST_FILE})")
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    manifest = Manifest.from_dict(data)
+    for name, entry in sorted(manifest.files.items()):
+        file = root / name
+        if not file.is_file():
+            raise BundleError(f"{root}: file {name} listed in the manifest is missing")
+        if verify and sha256_file(file) != entry.sha256:
+            raise BundleError(f"{root}: {name} does not match its sha256 in the manifest (altered or corrupt)")
+    return Bundle(root=root, manifest=manifest, model_id=hashlib.sha256(raw).hexdigest())

@@ -1,0 +1,228 @@
+"""The one preprocessing path: image reading and validation, adaptive contrast enhancement (CLAHE on
+luminance), brightness normalisation, resizing and conversion to float32 NCHW.
+
+Training, calibration, export parity checks and the scanner all call these functions, so what a model
+was trained on is exactly what it sees on the device. numpy + OpenCV only.
+
+Pipeline for one camera frame (any size, BGR uint8 as OpenCV delivers it):
+    prepare_frame(bgr, cfg)        -> F x F x 3 uint8 RGB   (square centre crop, resize, ACE, brightness)
+    global_input(frame, cfg)       -> 1 x 3 x S x S float32 in [0, 1]
+    roi.crop_rois(frame, boxes, R) -> K x 3 x R x R float32 in [0, 1]  (crops from the F x F frame)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_runtime.errors import ImageError
+
+MIN_SIDE = 32  # smaller frames carry no micro detail worth classifying
+MAX_PIXELS = 200_000_000  # refuse decompression bombs; a 12000 x 12000 frame (144 Mpx) still passes
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Preprocessing parameters. They travel in every checkpoint and bundle manifest.
+
+    frame_size: side F of the square frame crops are taken from (the micro-feature pixel scale).
+    global_size: side S of the global view fed to global.onnx.
+    crop_size: side R of each ROI crop fed to parts.onnx.
+    ace: apply CLAHE to the LAB luminance channel.
+    clahe_clip, clahe_grid: CLAHE clip limit and tile grid (grid x grid tiles).
+    brightness_target: mean luminance in [0, 1] after a gain on L; None leaves brightness alone.
+    """
+
+    frame_size: int = 1024
+    global_size: int = 448
+    crop_size: int = 224
+    ace: bool = True
+    clahe_clip: float = 2.0
+    clahe_grid: int = 8
+    brightness_target: float | None = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("frame_size", "global_size", "crop_size", "clahe_grid"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"preprocess.{name} must be a positive integer, got {value!r}")
+        if self.crop_size > self.frame_size or self.global_size > self.frame_size:
+            raise ValueError("preprocess: crop_size and global_size must not exceed frame_size")
+        if self.clahe_clip <= 0:
+            raise ValueError("preprocess.clahe_clip must be > 0")
+        if self.brightness_target is not None and not 0.0 < self.brightness_target < 1.0:
+            raise ValueError("preprocess.brightness_target must be in (0, 1) or null")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PreprocessConfig":
+        """Build from a manifest/checkpoint dict; unknown keys are an error, missing keys take defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown preprocess keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _looks_truncated(data: bytes) -> bool:
+    """True when a PNG lacks its IEND chunk or a JPEG its EOI marker (OpenCV decodes those silently)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return b"IEND" not in data[-32:]
+    if data.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" not in data[-16:]
+    return False
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes to HxWx3 uint8 BGR.
+
+    Grayscale, RGBA and 16-bit files are converted (see to_bgr8). Zero-byte, truncated and non-image
+    data raise ImageError naming `name`.
+    """
+    if len(data) == 0:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    if _looks_truncated(data):
+        raise ImageError(f"{name}: truncated image file")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageError(f"{name}: not a readable image")
+    return to_bgr8(img, name)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file to HxWx3 uint8 BGR, with the checks of decode_image."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
+    return decode_image(data, str(path))
+
+
+def to_bgr8(img: np.ndarray, name: str = "<array>") -> np.ndarray:
+    """Convert a decoded image or camera array to HxWx3 uint8 BGR.
+
+    Accepts HxW or HxWx1 (grayscale), HxWx3 (BGR), HxWx4 (BGRA: alpha dropped); dtype uint8, uint16
+    (scaled by 1/257) or float in [0, 1]. Anything else, or a frame smaller than MIN_SIDE or larger than
+    MAX_PIXELS, raises ImageError.
+    """
+    if not isinstance(img, np.ndarray):
+        raise ImageError(f"{name}: expected a numpy array, got {type(img).__name__}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
+        raise ImageError(f"{name}: unsupported image shape {tuple(img.shape)} (need HxW, HxWx3 or HxWx4)")
+    h, w = img.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ImageError(f"{name}: frame {w}x{h} is too small (minimum {MIN_SIDE}x{MIN_SIDE})")
+    if h * w > MAX_PIXELS:
+        raise ImageError(f"{name}: frame {w}x{h} is too large (maximum {MAX_PIXELS} pixels)")
+    if img.dtype == np.uint16:
+        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        if not np.isfinite(img).all() or img.min() < 0.0 or img.max() > 1.0:
+            raise ImageError(f"{name}: float images must hold finite values in [0, 1]")
+        img = np.round(img * 255.0).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageError(f"{name}: unsupported pixel type {img.dtype} (need uint8, uint16 or float)")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return np.ascontiguousarray(img[:, :, :3])
+    return np.ascontiguousarray(img)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under `folder` (recursive), sorted by relative path so every caller sees one order."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# ---------------------------------------------------------------------------------------- enhancement
+
+
+@functools.lru_cache(maxsize=8)
+def _clahe(clip: float, grid: int) -> cv2.CLAHE:
+    return cv2.createCLAHE(clipLimit=clip, tileGridSize=(grid, grid))
+
+
+def enhance(bgr: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Adaptive contrast enhancement and brightness normalisation on luminance.
+
+    bgr: HxWx3 uint8 BGR. Returns HxWx3 uint8 BGR. CLAHE (cfg.clahe_clip, cfg.clahe_grid) runs on the L
+    channel of LAB; then L is scaled so its mean is cfg.brightness_target * 255. Colour (a, b) is kept,
+    since colour can be an authentication cue.
+    """
+    if not cfg.ace and cfg.brightness_target is None:
+        return bgr
+    lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2LAB)
+    lum = lab[:, :, 0]
+    if cfg.ace:
+        lum = _clahe(float(cfg.clahe_clip), int(cfg.clahe_grid)).apply(lum)
+    if cfg.brightness_target is not None:
+        mean = float(lum.mean())
+        gain = cfg.brightness_target * 255.0 / max(mean, 1.0)
+        lum = cv2.convertScaleAbs(lum, alpha=gain)  # saturating uint8
+    lab[:, :, 0] = lum
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+
+
+def square_crop_box(height: int, width: int) -> tuple[int, int, int]:
+    """The centred square a frame is cropped to: (x0, y0, side) in source pixels."""
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side
+
+
+def resize(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize HxWxC uint8 to size x size: area averaging when shrinking, bilinear when enlarging."""
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return img
+    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def prepare_frame(bgr: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Camera frame -> the square frame the model sees.
+
+    bgr: HxWx3 uint8 BGR (validate foreign arrays with to_bgr8 first). Returns F x F x 3 uint8 RGB,
+    F = cfg.frame_size: centred square crop, resize, then `enhance`.
+    """
+    x0, y0, side = square_crop_box(*bgr.shape[:2])
+    square = resize(bgr[y0 : y0 + side, x0 : x0 + side], cfg.frame_size)
+    return cv2.cvtColor(enhance(square, cfg), cv2.COLOR_BGR2RGB)
+
+
+def to_nchw(rgb: np.ndarray) -> np.ndarray:
+    """HxWx3 or NxHxWx3 uint8 -> 1x3xHxW or Nx3xHxW float32 in [0, 1] (C-contiguous)."""
+    batch = rgb[None] if rgb.ndim == 3 else rgb
+    out = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+    out *= 1.0 / 255.0
+    return out
+
+
+def global_input(frame: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """F x F x 3 uint8 RGB frame -> 1x3xSxS float32 in [0, 1], S = cfg.global_size (area resize)."""
+    return to_nchw(resize(frame, cfg.global_size))
+
+
+def load_frame(path: str | Path, cfg: PreprocessConfig) -> np.ndarray:
+    """read_image + prepare_frame: an image file -> F x F x 3 uint8 RGB."""
+    return prepare_frame(read_image(path), cfg)
