@@ -1,0 +1,361 @@
+"""Inference backends behind one interface: `Backend.infer({name: array}) -> {name: array}`.
+
+    with open_backend(bundle, "global", backend="auto", precision=None) as be:
+        outputs = be.infer({GLOBAL_INPUT: x})      # {GLOBAL_LOGITS: [1,C] float32, ...}
+
+- OrtBackend: onnxruntime with the CPU, CUDA or TensorRT execution provider. INT8 uses the file made for
+  the provider: the `cpu` flavour (QDQ U8S8) on the CPU EP, the `trt` flavour (symmetric S8S8) on the
+  TensorRT EP.
+- TrtBackend: native TensorRT from a serialized engine (tensorrt + cuda-python or pycuda, buffers in
+  edge_runtime.trt_buffers).
+
+Imports of onnxruntime and tensorrt are lazy: this module imports with neither installed, and a
+missing package raises BackendError naming what to install.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime import names
+from edge_runtime.errors import BackendError, BundleError
+from edge_runtime.manifest import Bundle, Manifest
+
+BACKENDS = ("auto", "ort", "trt")
+PRECISIONS = ("int8", "fp16", "fp32")
+CPU_EP, CUDA_EP, TRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+ORT_HINT = "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA/TensorRT; on Jetson the Jetson Zoo wheel)"
+TRT_HINT = ("JetPack's TensorRT Python package (sudo apt install python3-libnvinfer) or `pip install "
+            "tensorrt` on x86")
+
+
+class Backend:
+    """One loaded graph. Context manager; `infer` takes and returns {tensor name: numpy array}.
+
+    input_names / output_names: tuples of tensor names; input_shapes: {name: fixed shape tuple}.
+    """
+
+    name = "backend"
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    input_shapes: dict[str, tuple[int, ...]] = {}
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise BackendError(f"{type(self).__name__} cannot run inference")
+
+    def close(self) -> None:
+        """Release the session/engine. Safe to call twice."""
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """BackendError unless `feeds` holds exactly the inputs with their fixed shapes (cheap)."""
+        if len(feeds) != len(self.input_names) or any(n not in feeds for n in self.input_names):
+            raise BackendError(f"{self.name}: expected inputs {list(self.input_names)}, got {sorted(feeds)}")
+        for n in self.input_names:
+            shape = getattr(feeds[n], "shape", None)
+            if shape != self.input_shapes[n]:
+                raise BackendError(f"{self.name}: input {n!r} has shape {shape}, the model needs "
+                                   f"{self.input_shapes[n]}")
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------- onnxruntime
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendError(f"the onnxruntime backend needs onnxruntime: {ORT_HINT}") from None
+    return onnxruntime
+
+
+def ort_providers() -> list[str]:
+    """Execution providers this onnxruntime build offers ([] without onnxruntime)."""
+    try:
+        return list(import_onnxruntime().get_available_providers())
+    except BackendError:
+        return []
+
+
+class OrtBackend(Backend):
+    """onnxruntime session on one ONNX file.
+
+    path: the .onnx file. providers: provider names or (name, options) pairs in priority order, e.g.
+    [("TensorrtExecutionProvider", {...}), "CUDAExecutionProvider", "CPUExecutionProvider"]; default CPU.
+    threads: intra-op threads (None: onnxruntime's default).
+    """
+
+    def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None) -> None:
+        ort = import_onnxruntime()
+        path = Path(path)
+        if not path.is_file():
+            raise BundleError(f"{path}: model file not found")
+        providers = list(providers or [CPU_EP])
+        available = ort.get_available_providers()
+        wanted = [p[0] if isinstance(p, tuple) else p for p in providers]
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise BackendError(f"onnxruntime here has no {', '.join(missing)} (available: "
+                               f"{', '.join(available)}); {ORT_HINT}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            raise BackendError(f"{path.name}: onnxruntime cannot load it ({type(exc).__name__}: "
+                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
+        self.path = path
+        self.name = f"ort:{self._session.get_providers()[0]}:{path.name}"
+        inputs = self._session.get_inputs()
+        self.input_names = tuple(i.name for i in inputs)
+        self.output_names = tuple(o.name for o in self._session.get_outputs())
+        self.input_shapes = {}
+        for i in inputs:
+            if not all(isinstance(d, int) for d in i.shape):
+                raise BackendError(f"{path.name}: input {i.name!r} has a dynamic shape {i.shape}; bundles "
+                                   "have fixed shapes (re-export)")
+            self.input_shapes[i.name] = tuple(i.shape)
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.check_feeds(feeds)
+        try:
+            outs = self._session.run(None, feeds)
+        except Exception as exc:  # onnxruntime's pybind exceptions; re-raised typed, one line
+            raise BackendError(f"{self.name}: inference failed ({type(exc).__name__}: "
+                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
+        return dict(zip(self.output_names, outs))
+
+    def close(self) -> None:
+        self._session = None
+
+
+# ------------------------------------------------------------------------------------- native TensorRT
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise BackendError(f"the trt backend needs TensorRT's Python package: {TRT_HINT}") from None
+    return tensorrt
+
+
+def tensorrt_available() -> bool:
+    """True when `tensorrt` imports (does not touch the GPU)."""
+    try:
+        import_tensorrt()
+    except BackendError:
+        return False
+    return True
+
+
+class TrtBackend(Backend):
+    """Native TensorRT on a serialized engine (a plain plan file built on this device).
+
+    Uses the name-based I/O API of TensorRT 10 (also present in 8.5): num_io_tensors, get_tensor_name,
+    get_tensor_mode, set_tensor_address, execute_async_v3. Buffers come from edge_runtime.trt_buffers
+    (cuda-python or pycuda), allocated once. Every shape must be fixed.
+
+    This class is kept thin on purpose: it cannot run in this project's CI (no GPU, no TensorRT), so the
+    tests cover only its error paths (missing packages, missing engine) and the selection logic in
+    open_backend; it is exercised on a Jetson by `mgfen-scan --backend trt` and mgfen-bench.
+    """
+
+    def __init__(self, engine_path: str | Path, cuda_binding: str | None = None) -> None:
+        trt = import_tensorrt()
+        from edge_runtime import trt_buffers
+
+        path = Path(engine_path)
+        if not path.is_file():
+            raise BackendError(f"{path}: TensorRT engine not found (build it on this device with "
+                               "`mgfen-export --engine`)")
+        self.path = path
+        self.name = f"trt:{path.name}"
+        self._cuda = trt_buffers.load_cuda(cuda_binding)
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if self._engine is None:
+            raise BackendError(f"{path.name}: TensorRT {trt.__version__} cannot load this engine (built "
+                               "with another TensorRT version or GPU?); rebuild it with `mgfen-export --engine`")
+        self._context = self._engine.create_execution_context()
+        specs, inputs, outputs = {}, [], []
+        for i in range(self._engine.num_io_tensors):
+            tname = self._engine.get_tensor_name(i)
+            shape = tuple(int(d) for d in self._engine.get_tensor_shape(tname))
+            if any(d < 0 for d in shape):
+                raise BackendError(f"{path.name}: tensor {tname!r} has a dynamic shape {shape}")
+            specs[tname] = (shape, np.dtype(trt.nptype(self._engine.get_tensor_dtype(tname))))
+            is_input = self._engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT
+            (inputs if is_input else outputs).append(tname)
+        self._buffers = trt_buffers.BufferSet(self._cuda, specs)
+        for tname, buf in self._buffers.buffers.items():
+            self._context.set_tensor_address(tname, buf.device)
+        self.input_names, self.output_names = tuple(inputs), tuple(outputs)
+        self.input_shapes = {n: specs[n][0] for n in inputs}
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.check_feeds(feeds)
+        bufs = self._buffers
+        for n in self.input_names:
+            bufs.upload(n, feeds[n])
+        if not self._context.execute_async_v3(bufs.stream):
+            raise BackendError(f"{self.name}: execute_async_v3 failed")
+        for n in self.output_names:
+            bufs.download(n)
+        bufs.sync()
+        return {n: bufs.buffers[n].host.astype(np.float32, copy=True) for n in self.output_names}
+
+    def close(self) -> None:
+        if getattr(self, "_buffers", None) is not None:
+            self._buffers.free()
+            self._buffers = None
+        self._context = self._engine = None
+        if getattr(self, "_cuda", None) is not None:
+            self._cuda.close()
+            self._cuda = None
+
+
+def engine_file_name(graph: str, onnx_sha256: str, trt_version: str, gpu_name: str,
+                     capability: tuple[int, int], precision: str) -> str:
+    """Engine cache name that names everything invalidating it: graph, precision, the ONNX file's
+    sha256, TensorRT version, GPU and compute capability, e.g.
+    global.int8.3f2a9c0d1e2b4a5f.trt10.3.0.orin-sm87.engine"""
+    gpu = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
+    return (f"{graph}.{precision}.{onnx_sha256[:16]}.trt{trt_version}."
+            f"{gpu}-sm{capability[0]}{capability[1]}.engine")
+
+
+# ------------------------------------------------------------------------------------------- selection
+
+
+def onnx_file_for(manifest: Manifest, graph: str, precision: str, target: str) -> str:
+    """The bundle file to run `graph` at `precision` on `target` ("cpu", "cuda" or "trt").
+
+    int8 takes the flavour made for the target (cpu -> .int8.cpu.onnx, trt -> .int8.trt.onnx); fp16 on
+    TensorRT builds from the fp32 file; an fp16 ONNX file (flavour None) is used where one exists.
+    Raises BundleError/BackendError saying what the bundle lacks.
+    """
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        if target == "cuda":
+            raise BackendError("int8 on onnxruntime's CUDA provider is not supported: use the TensorRT "
+                               "provider or the CPU, or --precision fp16/fp32")
+        name = manifest.file_for(graph, "int8", target)
+        if name is None:
+            raise BundleError(f"the bundle has no {target}-flavour int8 file for {graph} "
+                              f"({names.model_file(graph, 'int8', target)}); export with --int8 or "
+                              "use --precision fp32")
+        return name
+    if precision == "fp16":
+        name = manifest.file_for(graph, "fp16")
+        if name is not None:
+            return name
+        if target != "trt":
+            raise BackendError(f"fp16 needs TensorRT (or an fp16 file in the bundle) for {graph}; use "
+                               "--precision fp32 or int8 on the CPU")
+    name = manifest.file_for(graph, "fp32")
+    if name is None:
+        raise BundleError(f"the bundle has no fp32 file for {graph} ({names.model_file(graph)})")
+    return name
+
+
+def resolve_precision(manifest: Manifest, graph: str, precision: str | None, target: str) -> str:
+    """None means the best the bundle offers for the target: int8 when its flavour exists, else fp32."""
+    if precision is not None:
+        return precision
+    flavour = "cpu" if target == "cpu" else "trt"
+    return "int8" if target != "cuda" and manifest.file_for(graph, "int8", flavour) else "fp32"
+
+
+def ort_target(providers: list[str]) -> str:
+    """The best onnxruntime target among available providers: "trt", "cuda" or "cpu"."""
+    if TRT_EP in providers:
+        return "trt"
+    if CUDA_EP in providers:
+        return "cuda"
+    return "cpu"
+
+
+def ort_provider_list(target: str, precision: str, cache_dir: Path | None) -> list:
+    """Providers (with options) for onnxruntime on `target`, falling back down the chain to the CPU."""
+    if target == "cpu":
+        return [CPU_EP]
+    if target == "cuda":
+        return [CUDA_EP, CPU_EP]
+    trt_opts = {"trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8"}
+    if cache_dir is not None:
+        trt_opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
+    return [(TRT_EP, trt_opts), CUDA_EP, CPU_EP]
+
+
+def native_engine_path(bundle: Bundle, graph: str, precision: str, trt_version: str, gpu_name: str,
+                       capability: tuple[int, int]) -> Path:
+    """Where the engine for this graph/precision on this GPU and TensorRT version is cached."""
+    source = onnx_file_for(bundle.manifest, graph, precision, "trt")
+    sha = bundle.manifest.files[source].sha256
+    return bundle.path(names.ENGINE_DIR) / engine_file_name(graph, sha, trt_version, gpu_name, capability,
+                                                            precision)
+
+
+def _native_engine(bundle: Bundle, graph: str, precision: str) -> Path:
+    trt = import_tensorrt()
+    from edge_runtime import trt_buffers
+
+    cuda = trt_buffers.load_cuda()
+    try:
+        gpu, cap = cuda.device()
+    finally:
+        cuda.close()
+    return native_engine_path(bundle, graph, precision, trt.__version__, gpu, cap)
+
+
+def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: str | None = "int8",
+                 threads: int | None = None) -> Backend:
+    """Open `graph` ("global" | "parts") of a loaded bundle.
+
+    backend: "ort" (onnxruntime, best provider present: TensorRT EP > CUDA EP > CPU), "trt" (native
+    TensorRT engine from bundle/engines, named by engine_file_name), or "auto": native TensorRT when
+    tensorrt imports and an engine for this GPU exists, else "ort". precision: "int8" | "fp16" | "fp32",
+    or None for the best the bundle offers (int8 when present, else fp32).
+    """
+    if graph not in names.GRAPHS:
+        raise BackendError(f"unknown graph {graph!r}; expected one of {names.GRAPHS}")
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend in ("auto", "trt") and (backend == "trt" or tensorrt_available()):
+        prec = resolve_precision(bundle.manifest, graph, precision, "trt")
+        try:
+            engine = _native_engine(bundle, graph, prec)
+        except BackendError:
+            if backend == "trt":
+                raise
+            engine = None
+        if engine is not None and (backend == "trt" or engine.is_file()):
+            return TrtBackend(engine)
+    available = ort_providers()
+    if not available:
+        import_onnxruntime()  # raises the install hint
+    target = ort_target(available)
+    prec = resolve_precision(bundle.manifest, graph, precision, target)
+    if target == "cuda" and prec == "int8":
+        target = "cpu" if backend == "auto" else target  # the CUDA EP cannot run the QDQ files well
+    name = onnx_file_for(bundle.manifest, graph, prec, target)
+    cache = bundle.path(names.ENGINE_DIR) / "ort-trt" if target == "trt" else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    return OrtBackend(bundle.path(name), ort_provider_list(target, prec, cache), threads=threads)

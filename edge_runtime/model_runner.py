@@ -1,0 +1,139 @@
+"""The per-frame model: camera frame -> probability, decision, boxes, heatmap and per-stage timings.
+
+    runner = ModelRunner.open(bundle, backend="auto", precision=None)
+    result = runner.run_frame(bgr)          # HxWx3 uint8 BGR, any size >= 32 px
+
+Stages (all maths lives in preprocess.py and roi.py; this module only sequences them):
+    preprocess  prepare_frame -> F x F x 3 uint8 RGB, global_input -> 1x3xSxS float32
+    global      global graph -> global_logits [1,C], heatmap [1,1,h,w], boxes [1,K,4], box_scores [1,K]
+    crop        crop_rois(frame, boxes[0], R) -> K x 3 x R x R float32 (from the full-res F x F frame)
+    parts       parts graph -> part_logits [K,C]
+    vote        vote_logits -> softmax -> P(counterfeit) -> Thresholds.decide
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_runtime import names
+from edge_runtime.backends import Backend, open_backend
+from edge_runtime.errors import BackendError, BundleError
+from edge_runtime.manifest import Bundle
+from edge_runtime.preprocess import global_input, prepare_frame, to_bgr8
+from edge_runtime.roi import crop_rois, softmax, vote_logits
+
+STAGES = ("preprocess", "global", "crop", "parts", "vote")
+
+
+@dataclass
+class FrameResult:
+    """One frame's model output.
+
+    probability: P(counterfeit) (float). decision: "genuine" | "counterfeit" | "uncertain".
+    probs: [C] float32 class probabilities. boxes: [K,4] float32 normalised xyxy of the square model
+    frame. box_scores: [K] float32. heatmap: [h,w] float32 in [0,1]. timings_ms: {stage: ms} for STAGES.
+    frame_shape: (H, W) of the source frame (for mapping boxes back to source pixels).
+    """
+
+    probability: float
+    decision: str
+    probs: np.ndarray
+    boxes: np.ndarray
+    box_scores: np.ndarray
+    heatmap: np.ndarray
+    timings_ms: dict
+    frame_shape: tuple[int, int]
+
+
+class ModelRunner:
+    """Runs one bundle's two graphs on frames. Reads the manifest once, at construction."""
+
+    def __init__(self, bundle: Bundle, global_backend: Backend, parts_backend: Backend | None) -> None:
+        m = bundle.manifest
+        self.bundle = bundle
+        self.model_id = bundle.model_id
+        self.cfg = m.preprocess
+        self.k = m.k
+        self.use_parts = m.use_parts
+        self.global_weight = m.global_weight
+        self.thresholds = m.thresholds
+        self.positive = m.positive_index
+        self.global_backend = global_backend
+        self.parts_backend = parts_backend if m.use_parts else None
+        if m.use_parts and parts_backend is None:
+            raise BundleError("this bundle votes with parts: a parts backend is needed")
+        self._check_names(global_backend, (names.GLOBAL_INPUT,), names.GLOBAL_OUTPUTS, "global")
+        if self.parts_backend is not None:
+            self._check_names(self.parts_backend, (names.PARTS_INPUT,), names.PARTS_OUTPUTS, "parts")
+        self._boxes_shape = (1, m.k, 4)
+
+    @staticmethod
+    def _check_names(backend: Backend, inputs: tuple, outputs: tuple, graph: str) -> None:
+        missing = [n for n in inputs if n not in backend.input_names]
+        missing += [n for n in outputs if n not in backend.output_names]
+        if missing:
+            raise BundleError(f"{graph} graph ({backend.name}) lacks tensors {missing}; it has inputs "
+                              f"{list(backend.input_names)} and outputs {list(backend.output_names)}")
+
+    @classmethod
+    def open(cls, bundle: Bundle, backend: str = "auto", precision: str | None = None,
+             threads: int | None = None) -> "ModelRunner":
+        """Open both graphs with open_backend; closes what it opened if the second one fails."""
+        g = open_backend(bundle, "global", backend, precision, threads)
+        try:
+            p = open_backend(bundle, "parts", backend, precision, threads) if bundle.manifest.use_parts else None
+            return cls(bundle, g, p)
+        except BaseException:
+            g.close()
+            raise
+
+    @property
+    def backend_names(self) -> list[str]:
+        return [b.name for b in (self.global_backend, self.parts_backend) if b is not None]
+
+    def run_frame(self, frame_bgr: np.ndarray) -> FrameResult:
+        """HxWx3 uint8 BGR frame -> FrameResult. A frame of the wrong type/shape raises ImageError; a
+        graph whose outputs break the contract raises BackendError."""
+        t0 = time.perf_counter()
+        bgr = to_bgr8(frame_bgr, "frame")
+        frame = prepare_frame(bgr, self.cfg)
+        x = global_input(frame, self.cfg)
+        t1 = time.perf_counter()
+        g = self.global_backend.infer({names.GLOBAL_INPUT: x})
+        boxes = g[names.BOXES]
+        if boxes.shape != self._boxes_shape:
+            raise BackendError(f"global graph returned boxes of shape {boxes.shape}, expected "
+                               f"{self._boxes_shape}")
+        box_scores = g[names.BOX_SCORES][0]
+        t2 = time.perf_counter()
+        part_logits = None
+        t3 = t4 = t2
+        if self.parts_backend is not None:
+            crops = crop_rois(frame, boxes[0], self.cfg.crop_size)
+            t3 = time.perf_counter()
+            part_logits = self.parts_backend.infer({names.PARTS_INPUT: crops})[names.PART_LOGITS]
+            t4 = time.perf_counter()
+        logits = vote_logits(g[names.GLOBAL_LOGITS][0], part_logits, box_scores, self.global_weight,
+                             self.use_parts)
+        probs = softmax(np.asarray(logits, dtype=np.float32))
+        p = float(probs[self.positive])
+        decision = self.thresholds.decide(p)
+        t5 = time.perf_counter()
+        timings = {"preprocess": (t1 - t0) * 1e3, "global": (t2 - t1) * 1e3, "crop": (t3 - t2) * 1e3,
+                   "parts": (t4 - t3) * 1e3, "vote": (t5 - t4) * 1e3}
+        return FrameResult(p, decision, probs, boxes[0], box_scores, g[names.HEATMAP][0, 0], timings,
+                           bgr.shape[:2])
+
+    def close(self) -> None:
+        for b in (self.global_backend, self.parts_backend):
+            if b is not None:
+                b.close()
+
+    def __enter__(self) -> "ModelRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

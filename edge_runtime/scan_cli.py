@@ -1,0 +1,248 @@
+"""`mgfen-scan`: run the scanner on a camera or files, and export the audit log.
+
+A thin click layer: it parses options, builds typed configs and calls edge_runtime functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edge_runtime.audit import AuditLog, export_csv
+from edge_runtime.backends import BACKENDS, PRECISIONS
+from edge_runtime.errors import MgfenError
+from edge_runtime.manifest import load_bundle
+from edge_runtime.model_runner import STAGES, ModelRunner
+from edge_runtime.quality import QualityConfig
+from edge_runtime.scanner import ScanConfig, Scanner
+from edge_runtime.session import SessionConfig, SessionTracker
+from edge_runtime.sink_factory import make_sinks, sink_options
+from edge_runtime.sources import CaptureConfig, open_source
+
+SUMMARY_STAGES = ("capture", "gate") + STAGES + ("total",)
+VERDICT_COLUMNS = ("genuine", "counterfeit", "uncertain")
+
+
+def _fail(exc: Exception, debug: bool):
+    if debug:
+        raise exc
+    raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """MGFEN scanner: camera or files -> per-frame results and per-item verdicts as JSON Lines.
+
+    \b
+    Examples:
+      mgfen-scan run --bundle runs/demo/bundle --source csi://0
+      mgfen-scan run --bundle B --source picam://0 --audit audit.db --out events.jsonl
+      mgfen-scan run --bundle B --source file://data/test --labels data/test --no-gate
+      mgfen-scan audit export --db audit.db --csv verdicts.csv
+    """
+
+
+@main.command("run")
+@click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path),
+              help="Bundle folder (manifest.json + ONNX files).")
+@click.option("--source", required=True,
+              help="picam://N, csi://N, v4l2:///dev/videoN, file://PATH (image, folder, glob, video), rtsp://...")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="auto: native TensorRT if an engine exists, else onnxruntime with the best provider.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Model precision [default: int8 when the bundle has it for the backend, else fp32].")
+@click.option("--session-frames", type=click.IntRange(min=1), default=15, show_default=True,
+              help="Most good frames per scan session.")
+@click.option("--min-frames", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Fewest good frames before a session may stop early.")
+@click.option("--loop", is_flag=True, help="Repeat a file source.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Pace a file source at FPS frames per second, like a camera (frames may then be dropped).")
+@click.option("--out", default=None, help="JSON Lines file for events (appended) [default: stdout].")
+@click.option("--audit", "audit_db", type=click.Path(path_type=Path), default=None,
+              help="SQLite audit log of verdicts (evidence JPEGs beside it).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
+@click.option("--labels", "labels_dir", type=click.Path(path_type=Path), default=None,
+              help="Ground truth: a folder whose class subfolders (or manifest.csv) label the file source's "
+                   "images; prints accuracy, confusion matrix and latency per stage at the end.")
+@click.option("--summary-json", type=click.Path(path_type=Path), default=None,
+              help="Also write the end-of-run summary as JSON.")
+@click.option("--no-gate", is_flag=True, help="Classify every frame (no focus/exposure gate).")
+@click.option("--min-focus", type=click.FloatRange(min=0), default=QualityConfig.min_focus, show_default=True,
+              help="Quality gate: minimum variance of the Laplacian.")
+@click.option("--frame-timeout", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds without a camera frame before the watchdog reconnects.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@sink_options
+def run_command(bundle_dir: Path, source: str, backend: str, precision: str | None, session_frames: int,
+                min_frames: int, loop: bool, rate: float | None, out: str | None, audit_db: Path | None,
+                max_frames: int | None, labels_dir: Path | None, summary_json: Path | None, no_gate: bool,
+                min_focus: float, frame_timeout: float, threads: int | None, debug: bool, **sink_opts) -> None:
+    """Scan: source -> quality gate -> model -> sessions -> events (one JSON object per line).
+
+    \b
+    Events: frame (probability, decision, ROI boxes in source pixels, timings), verdict (genuine /
+    counterfeit / uncertain per item), retake (frame failed the quality gate), error.
+    SIGTERM or Ctrl-C finishes the frame in hand, writes the open session's verdict and exits 0.
+    """
+    if min_frames > session_frames:
+        raise click.UsageError("--min-frames cannot exceed --session-frames")
+    try:
+        bundle = load_bundle(bundle_dir)
+        labels = load_labels(labels_dir, bundle.manifest.classes) if labels_dir is not None else None
+        src = open_source(source, loop=loop, rate=rate, capture=CaptureConfig(frame_timeout=frame_timeout))
+        if labels is not None and not source.startswith("file://") and "://" in source:
+            raise click.UsageError("--labels needs a file source (file://PATH)")
+        runner = ModelRunner.open(bundle, backend, precision, threads)
+    except MgfenError as exc:
+        _fail(exc, debug)
+    tracker = SessionTracker(SessionConfig(session_frames=session_frames, min_frames=min_frames),
+                             bundle.manifest.thresholds)
+    cfg = ScanConfig(max_frames=max_frames, gate=QualityConfig(min_focus=min_focus, enabled=not no_gate))
+    audit = None
+    scanner = None
+    try:
+        audit = AuditLog(audit_db) if audit_db is not None else None
+        scanner = Scanner(runner, src, [], tracker, cfg, audit)
+        scanner.sinks = make_sinks(out, scanner, sink_opts)
+        src.start()
+        previous = {s: signal.signal(s, lambda *_: scanner.stop()) for s in (signal.SIGTERM, signal.SIGINT)}
+        t0 = time.perf_counter()
+        try:
+            stats = scanner.run()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        wall = time.perf_counter() - t0
+    except MgfenError as exc:
+        _fail(exc, debug)
+    finally:
+        src.close()
+        if scanner is not None:
+            scanner.close()
+        runner.close()
+        if audit is not None:
+            audit.close()
+    summary = summarise(list(scanner.verdicts), list(scanner.frame_timings), stats, wall, labels,
+                        bundle.manifest.classes)
+    summary["backends"] = runner.backend_names
+    summary["source"] = dict(vars(src.stats))
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+    stream = sys.stdout if out not in (None, "-") else sys.stderr
+    click.echo(format_summary(summary), file=stream)
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The verdict audit log."""
+
+
+@audit_group.command("export")
+@click.option("--db", "db_path", required=True, type=click.Path(path_type=Path), help="Audit database.")
+@click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path), help="CSV file to write.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def audit_export(db_path: Path, csv_path: Path, debug: bool) -> None:
+    """Write every verdict in the audit log to a CSV file.
+
+    \b
+    Example:
+      mgfen-scan audit export --db audit.db --csv verdicts.csv
+    """
+    try:
+        n = export_csv(db_path, csv_path)
+    except MgfenError as exc:
+        _fail(exc, debug)
+    click.echo(f"wrote {n} verdicts to {csv_path}")
+
+
+# ------------------------------------------------------------------------------------- labels & summary
+
+
+def load_labels(folder: Path, classes: tuple[str, ...]) -> dict[str, str]:
+    """{resolved image path: class} from folder/manifest.csv (path,label columns) if present, else from
+    class-named folders (DIR/.../genuine/x.png). Raises MgfenError if the folder labels nothing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MgfenError(f"--labels {folder}: no such folder")
+    labels: dict[str, str] = {}
+    table = folder / "manifest.csv"
+    if table.is_file():
+        with open(table, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("path") and row.get("label") in classes:
+                    labels[str((folder / row["path"]).resolve())] = row["label"]
+    else:
+        for path in folder.rglob("*"):
+            cls = next((p for p in reversed(path.relative_to(folder).parts[:-1]) if p in classes), None)
+            if cls is not None and path.is_file():
+                labels[str(path.resolve())] = cls
+    if not labels:
+        raise MgfenError(f"--labels {folder}: found no images under folders named {', '.join(classes)}")
+    return labels
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p90": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {"p50": round(float(np.percentile(arr, 50)), 3), "p90": round(float(np.percentile(arr, 90)), 3)}
+
+
+def summarise(verdicts: list[dict], timings: list[dict], stats, wall_s: float, labels: dict | None,
+              classes: tuple[str, ...]) -> dict:
+    """End-of-run numbers: counts, latency per stage, and with labels accuracy + confusion matrix."""
+    out = {"frames": stats.frames, "classified": stats.classified, "retakes": stats.retakes,
+           "verdicts": stats.verdicts, "errors": stats.errors, "errors_by_where": stats.errors_by_where,
+           "sink_errors": stats.sink_errors, "wall_s": round(wall_s, 3),
+           "fps": round(stats.frames / wall_s, 2) if wall_s > 0 else None,
+           "latency_ms": {k: percentiles([t[k] for t in timings]) for k in SUMMARY_STAGES}}
+    if labels is None:
+        return out
+    confusion = {c: {v: 0 for v in VERDICT_COLUMNS} for c in classes}
+    unlabelled = 0
+    for v in verdicts:
+        truth = labels.get(str(Path(v["item"]).resolve())) if v.get("item") else None
+        if truth is None:
+            unlabelled += 1
+            continue
+        confusion[truth][v["verdict"]] += 1
+    n = sum(sum(row.values()) for row in confusion.values())
+    correct = sum(confusion[c][c] for c in classes if c in VERDICT_COLUMNS)
+    decided = n - sum(row["uncertain"] for row in confusion.values())
+    out.update(labelled=n, unlabelled=unlabelled, accuracy=round(correct / n, 4) if n else None,
+               coverage=round(decided / n, 4) if n else None,
+               accuracy_decided=round(correct / decided, 4) if decided else None, confusion=confusion)
+    return out
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"frames {s['frames']}  classified {s['classified']}  retakes {s['retakes']}  "
+             f"verdicts {s['verdicts']}  errors {s['errors']}  {s['fps']} frames/s over {s['wall_s']} s"]
+    if "backends" in s:
+        lines.append("backends: " + ", ".join(s["backends"]))
+    lines.append("latency ms    p50      p90")
+    for stage, p in s["latency_ms"].items():
+        if p["p50"] is not None:
+            lines.append(f"  {stage:<10} {p['p50']:>7.2f}  {p['p90']:>7.2f}")
+    if "confusion" in s:
+        acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.4f}"
+        lines.append(f"accuracy {acc} over {s['labelled']} labelled items (uncertain counts as wrong); "
+                     f"coverage {s['coverage']}; accuracy on decided {s['accuracy_decided']}; "
+                     f"unlabelled {s['unlabelled']}")
+        lines.append("confusion (rows: truth)  " + "  ".join(f"{c:>11}" for c in VERDICT_COLUMNS))
+        for truth, row in s["confusion"].items():
+            lines.append(f"  {truth:<22} " + "  ".join(f"{row[c]:>11}" for c in VERDICT_COLUMNS))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m edge_runtime.scan_cli
+    main()

@@ -1,0 +1,115 @@
+"""Audit log: WAL + synchronous=FULL, evidence JPEG before the row, CSV export, and verdicts that were
+acknowledged surviving kill -9 of the writer."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import pytest
+from click.testing import CliRunner
+
+from edge_runtime.audit import AuditError, AuditLog, export_csv, read_rows
+from edge_runtime.events import verdict_event
+from edge_runtime.scan_cli import main
+from fake_bundle import make_image
+
+MODEL = "f" * 64
+
+
+def _verdict(session, verdict, frame=3, p=0.9):
+    return verdict_event(session, frame, MODEL, verdict, p, 4, "confident", item="x.png")
+
+
+def test_pragmas_and_rows(tmp_path):
+    db = tmp_path / "audit.db"
+    with AuditLog(db) as log:
+        assert log._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        img = make_image("blue")
+        rel_c = log.record(_verdict("s1", "counterfeit"), img)
+        rel_u = log.record(_verdict("s2", "uncertain", p=0.5), img)
+        rel_g = log.record(_verdict("s3", "genuine", p=0.1), img)
+    assert rel_c == "audit_evidence/s1_3.jpg" and rel_u == "audit_evidence/s2_3.jpg" and rel_g is None
+    saved = cv2.imread(str(tmp_path / rel_c))
+    assert saved.shape == img.shape
+    assert not list((tmp_path / "audit_evidence").glob("*.tmp"))
+    rows = read_rows(db)
+    assert [r["verdict"] for r in rows] == ["counterfeit", "uncertain", "genuine"]
+    assert rows[0]["model_sha256"] == MODEL and rows[0]["frames_used"] == 4 and rows[2]["evidence"] is None
+
+
+def test_export_csv_and_cli(tmp_path):
+    db = tmp_path / "a.db"
+    with AuditLog(db) as log:
+        log.record(_verdict("s1", "counterfeit"), make_image())
+        log.record(_verdict("s2", "genuine"))
+    out = tmp_path / "v.csv"
+    assert export_csv(db, out) == 2
+    rows = list(csv.DictReader(open(out)))
+    assert rows[0]["session"] == "s1" and rows[1]["verdict"] == "genuine"
+    res = CliRunner().invoke(main, ["audit", "export", "--db", str(db), "--csv", str(tmp_path / "c.csv")])
+    assert res.exit_code == 0 and "wrote 2 verdicts" in res.output
+
+
+def test_bad_databases(tmp_path):
+    with pytest.raises(AuditError, match="no such audit database"):
+        read_rows(tmp_path / "none.db")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(AuditError, match="not an audit database"):
+        read_rows(junk)
+    res = CliRunner().invoke(main, ["audit", "export", "--db", str(junk), "--csv", str(tmp_path / "c.csv")])
+    assert res.exit_code != 0 and "Traceback" not in res.output and "not an audit database" in res.output
+
+
+def test_record_failure_is_typed_and_rolls_back(tmp_path):
+    db = tmp_path / "a.db"
+    with AuditLog(db) as log:
+        log.record(_verdict("s1", "genuine"))
+        log.evidence_dir.write_text("a file where the evidence folder should be")
+        with pytest.raises(AuditError, match="cannot record"):
+            log.record(_verdict("s2", "counterfeit"), make_image())
+        log.record(_verdict("s3", "genuine"))
+    assert [r["session"] for r in read_rows(db)] == ["s1", "s3"]
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from edge_runtime.audit import AuditLog
+    from edge_runtime.events import verdict_event
+    import numpy as np
+    log = AuditLog(sys.argv[1])
+    img = np.full((64, 64, 3), 128, np.uint8)
+    i = 0
+    while True:
+        log.record(verdict_event(f"s{i}", i, "m" * 64, "counterfeit", 0.9, 3, "confident"), img)
+        print(i, flush=True)  # the acknowledgement: printed only after record() returned
+        i += 1
+""")
+
+
+def test_acknowledged_verdicts_survive_kill_9(tmp_path):
+    db = tmp_path / "audit.db"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE, text=True)
+    acked = []
+    try:
+        while len(acked) < 20:
+            line = proc.stdout.readline()
+            assert line, "writer died"
+            acked.append(int(line))
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    rows = read_rows(db)
+    sessions = {r["session"] for r in rows}
+    assert {f"s{i}" for i in acked} <= sessions
+    for r in rows:  # every row's evidence file exists and decodes
+        assert cv2.imread(str(tmp_path / r["evidence"])) is not None
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,0 +1,42 @@
+"""edge_runtime must import and run without torch: every module is imported in a child process where
+`import torch` (and torchvision) fails, then a frame is scanned end to end on the fake bundle."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = textwrap.dedent("""
+    import importlib, pkgutil, sys
+    import edge_runtime
+    mods = sorted(m.name for m in pkgutil.iter_modules(edge_runtime.__path__, "edge_runtime."))
+    for name in mods:
+        importlib.import_module(name)
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
+    assert not leaked, leaked
+    sys.path.insert(0, sys.argv[2])
+    from fake_bundle import make_fake_bundle, make_image
+    from edge_runtime.manifest import load_bundle
+    from edge_runtime.model_runner import ModelRunner
+    with ModelRunner.open(load_bundle(make_fake_bundle(sys.argv[1])), "ort") as runner:
+        assert runner.run_frame(make_image("blue")).decision == "counterfeit"
+    print("ok", len(mods))
+""")
+
+
+def test_edge_runtime_imports_and_runs_without_torch(tmp_path):
+    blocker = tmp_path / "block"
+    for pkg in ("torch", "torchvision"):
+        (blocker / pkg).mkdir(parents=True)
+        (blocker / pkg / "__init__.py").write_text(f"raise ImportError('{pkg} is blocked in this test')\n")
+    env = {"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "bundle"), str(ROOT / "tests")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("ok") and int(proc.stdout.split()[1]) >= 10
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "blocked in this test" in probe.stderr  # the blocker works

@@ -1,0 +1,1 @@
+"""MGFEN training side: synthetic data, background replacement, model, loss and evaluation (torch only where needed)."""
