@@ -101,9 +101,12 @@ def crop_rois(frame: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         xa, xb = int(xl.min()), int(xh.max()) + 1
         window = img[ya:yb, xa:xb]
         if vx.all() and vy.all() and not fx.any() and not fy.any():
-            # Pixel-aligned box of R x R samples (the model snaps its boxes so): a plain gather.
-            crop = window[(yl - ya)[:, None], (xl - xa)[None, :]].astype(np.float32) * scale
-            out[k] = crop.transpose(2, 0, 1)
+            # Pixel-aligned box (the model snaps its boxes so): a plain slice, or a strided gather.
+            if xh[-1] - xl[0] == size and yh[-1] - yl[0] == size:
+                crop = img[yl[0] : yl[0] + size, xl[0] : xl[0] + size]
+            else:
+                crop = window[(yl - ya)[:, None], (xl - xa)[None, :]]
+            np.multiply(crop.transpose(2, 0, 1), scale, out=out[k], casting="unsafe")
             continue
         fy32 = fy.astype(np.float32)[:, None, None]
         rows = window[yl - ya].astype(np.float32) * (1 - fy32) + window[yh - ya].astype(np.float32) * fy32
