@@ -5,7 +5,6 @@ A thin click layer: it parses options, builds typed configs and calls edge_runti
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import sys
@@ -18,6 +17,7 @@ import numpy as np
 from edge_runtime.audit import AuditLog, export_csv
 from edge_runtime.backends import BACKENDS, PRECISIONS
 from edge_runtime.errors import MgfenError
+from edge_runtime.labels import load_labels
 from edge_runtime.manifest import load_bundle
 from edge_runtime.model_runner import STAGES, ModelRunner
 from edge_runtime.quality import QualityConfig
@@ -165,29 +165,6 @@ def audit_export(db_path: Path, csv_path: Path, debug: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------- labels & summary
-
-
-def load_labels(folder: Path, classes: tuple[str, ...]) -> dict[str, str]:
-    """{resolved image path: class} from folder/manifest.csv (path,label columns) if present, else from
-    class-named folders (DIR/.../genuine/x.png). Raises MgfenError if the folder labels nothing."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MgfenError(f"--labels {folder}: no such folder")
-    labels: dict[str, str] = {}
-    table = folder / "manifest.csv"
-    if table.is_file():
-        with open(table, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("path") and row.get("label") in classes:
-                    labels[str((folder / row["path"]).resolve())] = row["label"]
-    else:
-        for path in folder.rglob("*"):
-            cls = next((p for p in reversed(path.relative_to(folder).parts[:-1]) if p in classes), None)
-            if cls is not None and path.is_file():
-                labels[str(path.resolve())] = cls
-    if not labels:
-        raise MgfenError(f"--labels {folder}: found no images under folders named {', '.join(classes)}")
-    return labels
 
 
 def percentiles(values: list[float]) -> dict:

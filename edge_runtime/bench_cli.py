@@ -1,0 +1,89 @@
+"""`mgfen-bench`: latency per stage of the scanner pipeline on this machine, one row per backend and
+precision. A thin click layer over edge_runtime.bench."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edge_runtime.backends import PRECISIONS
+from edge_runtime.bench import BenchConfig, format_table, run_bench
+from edge_runtime.device_info import describe_device
+from edge_runtime.errors import MgfenError
+from edge_runtime.labels import load_labels
+from edge_runtime.manifest import load_bundle
+
+BACKEND_CHOICES = ("auto", "ort", "trt", "all")
+PRECISION_CHOICES = ("auto",) + tuple(PRECISIONS) + ("all",)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path), help="Bundle folder.")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+              help="all: onnxruntime and native TensorRT, each in its own row.")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+              help="auto: the best the bundle has for the backend (int8 when present); all: one row each.")
+@click.option("--frames", type=click.IntRange(min=1), default=100, show_default=True, help="Timed frames per row.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed frames first.")
+@click.option("--source", default=None,
+              help="Frame source URI (file://, csi://, v4l2://, picam://) [default: a fixed synthetic frame].")
+@click.option("--labels", "labels_dir", type=click.Path(path_type=Path), default=None,
+              help="Class-labelled folder (or manifest.csv) for the file source: adds per-frame accuracy.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write device, config and rows as JSON ('-' for stdout).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(bundle_dir: Path, backend: str, precision: str, frames: int, warmup: int, source: str | None,
+         labels_dir: Path | None, threads: int | None, json_path: Path | None, debug: bool) -> None:
+    """Measure latency per stage (capture, gate, preprocess, global, crop, parts, vote, total):
+    min/p50/p90/p99/mean ms, FPS, peak memory, model size, and accuracy with --labels.
+
+    \b
+    Examples:
+      mgfen-bench --bundle runs/demo/bundle
+      mgfen-bench --bundle B --backend all --precision all --frames 300 --json bench.json
+      mgfen-bench --bundle B --source file://data/test --labels data/test
+      mgfen-bench --bundle B --source csi://0 --backend trt --precision int8   # on the Jetson
+    """
+    if labels_dir is not None and source is None:
+        raise click.UsageError("--labels needs --source file://PATH")
+    try:
+        bundle = load_bundle(bundle_dir)
+        labels = load_labels(labels_dir, bundle.manifest.classes) if labels_dir is not None else None
+        backends = ["ort", "trt"] if backend == "all" else [backend]
+        precisions = list(PRECISIONS) if precision == "all" else [precision]
+        cfg = BenchConfig(frames=frames, warmup=warmup, threads=threads, source=source)
+        device = describe_device(threads)
+        for warning in device["warnings"]:
+            click.echo(f"warning: {warning}", err=True)
+        rows = run_bench(bundle, backends, [None if p == "auto" else p for p in precisions], cfg, labels,
+                         progress=lambda what: click.echo(f"benchmarking {what} ...", err=True))
+    except MgfenError as exc:
+        if debug:
+            raise
+        raise click.ClickException(str(exc)) from None
+    for row, p in zip(rows, [p for _ in backends for p in precisions]):
+        row.precision = p
+    click.echo(f"device: {device['cpu']} ({device['cpu_count']} cpus), onnxruntime {device['onnxruntime']}, "
+               f"TensorRT {device['tensorrt'] or 'absent'}"
+               + (f", GPU {device['gpus'][0]['name']}" if device["gpus"] else "")
+               + (f", {device['jetson']['model']}" if device["jetson"] else ""))
+    click.echo(f"bundle: {bundle_dir} (model {bundle.model_id[:12]})")
+    click.echo(format_table(rows))
+    if json_path is not None:
+        doc = {"device": device, "bundle": str(bundle_dir), "model_id": bundle.model_id,
+               "config": {"frames": frames, "warmup": warmup, "source": source, "threads": threads},
+               "rows": [r.to_dict() for r in rows]}
+        text = json.dumps(doc, indent=2) + "\n"
+        if str(json_path) == "-":
+            click.echo(text, nl=False)
+        else:
+            json_path.write_text(text)
+    if not any(r.status == "ran" for r in rows):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":  # python -m edge_runtime.bench_cli
+    main()

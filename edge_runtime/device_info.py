@@ -1,0 +1,122 @@
+"""What machine a benchmark ran on: CPU, GPU, runtime versions, and on a Jetson its model, L4T release,
+power mode and whether the clocks are at maximum. Every probe is best-effort and bounded in time: a
+missing tool or file leaves that field None rather than failing the benchmark."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(errors="replace").strip().strip("\x00")
+    except OSError:
+        return None
+
+
+def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (x86 'model name', Arm 'Hardware'/'Model'), else
+    platform.processor()."""
+    text = _read("/proc/cpuinfo") or ""
+    for key in ("model name", "Hardware", "Model"):
+        for line in text.splitlines():
+            if line.startswith(key) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_clocks() -> dict | None:
+    """{'cur_mhz': [...], 'max_mhz': [...], 'at_max': bool} from cpufreq, or None where not exposed."""
+    cur, top = [], []
+    base = Path("/sys/devices/system/cpu")
+    for cpu in sorted(base.glob("cpu[0-9]*")):
+        c = _read(str(cpu / "cpufreq/scaling_cur_freq"))
+        m = _read(str(cpu / "cpufreq/cpuinfo_max_freq"))
+        if c and m and c.isdigit() and m.isdigit():
+            cur.append(int(c) // 1000)
+            top.append(int(m) // 1000)
+    if not cur:
+        return None
+    return {"cur_mhz": cur, "max_mhz": top, "at_max": all(c >= 0.98 * m for c, m in zip(cur, top))}
+
+
+def gpu_info() -> list[dict]:
+    """NVIDIA GPUs via nvidia-smi (name, memory, driver); empty where there is none or no nvidia-smi."""
+    out = _run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"])
+    gpus = []
+    for line in (out or "").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            gpus.append({"name": parts[0], "memory": parts[1], "driver": parts[2]})
+    return gpus
+
+
+def jetson_info() -> dict | None:
+    """Jetson model, L4T release and power mode; None on other machines."""
+    release = _read("/etc/nv_tegra_release")
+    model = _read("/proc/device-tree/model")
+    if release is None and not (model and "jetson" in model.lower()):
+        return None
+    power = _run(["nvpmodel", "-q"])
+    return {"model": model, "l4t": release.splitlines()[0] if release else None,
+            "power_mode": power.splitlines()[0] if power else None}
+
+
+def package_version(name: str) -> str | None:
+    """Version of an importable package, without importing it when it is absent."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def tensorrt_version() -> str | None:
+    """TensorRT's version: JetPack installs it as a system module, not always with pip metadata."""
+    found = package_version("tensorrt")
+    if found:
+        return found
+    try:
+        import tensorrt  # noqa: PLC0415 - optional, only on NVIDIA devices
+    except ImportError:
+        return None
+    return getattr(tensorrt, "__version__", None)
+
+
+def describe_device(threads: int | None = None) -> dict:
+    """Everything above in one JSON-ready dict, with warnings (e.g. clocks not at maximum)."""
+    clocks = cpu_clocks()
+    jetson = jetson_info()
+    warnings = []
+    if clocks is not None and not clocks["at_max"]:
+        warnings.append("CPU clocks are not at maximum (on a Jetson: sudo jetson_clocks); "
+                        "latency will read high")
+    if jetson is not None and jetson["power_mode"] and "MAXN" not in jetson["power_mode"].upper():
+        warnings.append(f"power mode is {jetson['power_mode']!r}, not MAXN (sudo nvpmodel -m 0)")
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "onnxruntime": package_version("onnxruntime") or package_version("onnxruntime-gpu"),
+        "tensorrt": tensorrt_version(),
+        "gpus": gpu_info(),
+        "jetson": jetson,
+        "cpu_clocks": clocks,
+        "warnings": warnings,
+    }
