@@ -1,0 +1,264 @@
+"""Training data: discovery of an ImageFolder layout (+ manifest.csv), group-aware seeded splits, and a
+torch Dataset that runs exactly the runtime preprocessing (edge_runtime.preprocess).
+
+Layouts understood (design.md): DIR/{train,val,test}/{class}/*.png|jpg, or DIR/{class}/* without splits
+(split 7:2:1 by `split_samples`), optional DIR/manifest.csv (path,split,label,group,background) whose
+group column keeps all shots of one item in one split, optional DIR/masks/<same relative path>.
+
+One sample -> (image [3,S,S] float32 RGB in [0,1], frame [3,F,F] uint8 RGB, label int64).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from edge_runtime.errors import ImageError
+from edge_runtime.names import CLASS_NAMES
+from edge_runtime.preprocess import PreprocessConfig, global_input, list_images, prepare_frame, read_image
+from train.errors import DataError
+
+SPLITS = ("train", "val", "test")
+DEFAULT_RATIOS = (0.7, 0.2, 0.1)
+
+# Optional per-sample transform (background replacement): (frame_bgr HxWx3 uint8, mask HxW uint8 or None,
+# rng) -> frame_bgr HxWx3 uint8, applied to the source image before prepare_frame.
+SampleTransform = Callable[[np.ndarray, "np.ndarray | None", np.random.Generator], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: path relative to the data root, class index, group (item) id and split."""
+
+    path: str
+    label: int
+    group: str
+    split: str
+
+
+@dataclass(frozen=True)
+class DataIndex:
+    """All samples of a data folder and the class names (index order)."""
+
+    root: Path
+    classes: tuple[str, ...]
+    samples: tuple[Sample, ...]
+
+    def split(self, name: str) -> list[Sample]:
+        return [s for s in self.samples if s.split == name]
+
+
+def _class_order(names: set[str]) -> tuple[str, ...]:
+    """CLASS_NAMES order when the folder uses those names (index 1 = counterfeit), else sorted."""
+    if names <= set(CLASS_NAMES) and len(names) == len(CLASS_NAMES):
+        return tuple(CLASS_NAMES)
+    return tuple(sorted(names))
+
+
+def _default_group(rel: str) -> str:
+    """Item id of a file without a manifest: the stem without a trailing shot number ("item7_2" -> "item7")."""
+    return re.sub(r"[_-]\d+$", "", Path(rel).stem)
+
+
+def index_folder(root: str | Path, seed: int = 0, ratios: Sequence[float] = DEFAULT_RATIOS) -> DataIndex:
+    """Find the samples of a data folder (see the module docstring). Folders without split directories
+    and without a split column are split by `split_samples(seed, ratios)`.
+
+    Raises DataError for a missing folder, no images, or fewer than two classes.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found")
+    manifest = root / "manifest.csv"
+    rows: list[tuple[str, str, str, str]] = []  # (rel path, class name, group, split or "")
+    if manifest.is_file():
+        with manifest.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+                raise DataError(f"{manifest}: needs at least the columns path,label")
+            for row in reader:
+                rel = row["path"]
+                split = row.get("split") or ""
+                rows.append((rel, row["label"], row.get("group") or _default_group(rel), split if split in SPLITS else ""))
+        missing = [r[0] for r in rows if not (root / r[0]).is_file()]
+        if missing:
+            raise DataError(f"{root / missing[0]}: listed in manifest.csv but missing ({len(missing)} missing)")
+    else:
+        for path in list_images(root):
+            rel = path.relative_to(root)
+            parts = rel.parts
+            if parts[0] == "masks":
+                continue
+            if len(parts) == 3 and parts[0] in SPLITS:
+                rows.append((rel.as_posix(), parts[1], _default_group(rel.as_posix()), parts[0]))
+            elif len(parts) == 2:
+                rows.append((rel.as_posix(), parts[0], _default_group(rel.as_posix()), ""))
+    if not rows:
+        raise DataError(f"{root}: no images found (expected {root}/[split/]class/*.png|jpg)")
+    classes = _class_order({r[1] for r in rows})
+    if len(classes) < 2:
+        raise DataError(f"{root}: only one class ({classes[0]}); need at least two")
+    samples = [Sample(rel, classes.index(name), group, split) for rel, name, group, split in rows]
+    if any(s.split == "" for s in samples):
+        samples = split_samples(samples, seed, ratios)
+    return DataIndex(root, classes, tuple(sorted(samples, key=lambda s: s.path)))
+
+
+def split_samples(samples: Sequence[Sample], seed: int, ratios: Sequence[float] = DEFAULT_RATIOS) -> list[Sample]:
+    """Group-aware seeded split: every group (item) goes whole to one split; per class the groups are
+    shuffled and dealt until each split holds its share of images. Existing splits are ignored."""
+    if len(ratios) != 3 or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
+        raise DataError(f"split ratios must be three non-negative numbers summing to 1, got {tuple(ratios)}")
+    rng = np.random.default_rng(seed)
+    out: list[Sample] = []
+    for label in sorted({s.label for s in samples}):
+        groups: dict[str, list[Sample]] = {}
+        for s in sorted((s for s in samples if s.label == label), key=lambda s: s.path):
+            groups.setdefault(s.group, []).append(s)
+        names = sorted(groups)
+        rng.shuffle(names)
+        total = sum(len(g) for g in groups.values())
+        targets = [r * total for r in ratios]
+        filled = [0, 0, 0]
+        for name in names:
+            # the split furthest below its target (relative) takes the next group; val/test get one first
+            need = [(targets[i] - filled[i]) / max(targets[i], 1e-9) if targets[i] > 0 else -1e9 for i in range(3)]
+            i = int(np.argmax(need))
+            filled[i] += len(groups[name])
+            out.extend(Sample(s.path, s.label, s.group, SPLITS[i]) for s in groups[name])
+    return out
+
+
+def data_hash(root: Path, samples: Sequence[Sample]) -> str:
+    """sha256 over the relative paths, labels, splits and bytes of the samples' files (provenance)."""
+    h = hashlib.sha256()
+    for s in sorted(samples, key=lambda s: s.path):
+        h.update(f"{s.path}\0{s.label}\0{s.split}\0".encode())
+        h.update(hashlib.sha256((root / s.path).read_bytes()).digest())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentations that keep micro features: exact flips and 90-degree turns, a small rotation
+    (bilinear, |angle| <= max_rotation degrees, with probability p_rotate) and a mild gain/offset jitter.
+    No blur, no rescaling."""
+
+    flips: bool = True
+    rot90: bool = True
+    max_rotation: float = 8.0
+    p_rotate: float = 0.5
+    gain: float = 0.08
+    offset: float = 8.0
+
+
+def augment_frame(frame: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """F x F x 3 uint8 RGB -> F x F x 3 uint8 RGB, randomly flipped/turned/rotated/jittered."""
+    out = frame
+    if cfg.flips and rng.random() < 0.5:
+        out = out[:, ::-1]
+    if cfg.flips and rng.random() < 0.5:
+        out = out[::-1]
+    if cfg.rot90:
+        out = np.rot90(out, int(rng.integers(4)))
+    out = np.ascontiguousarray(out)
+    if cfg.max_rotation > 0 and rng.random() < cfg.p_rotate:
+        size = out.shape[0]
+        m = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), float(rng.uniform(-cfg.max_rotation, cfg.max_rotation)), 1.0)
+        out = cv2.warpAffine(out, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    if cfg.gain > 0 or cfg.offset > 0:
+        gain = rng.uniform(1 - cfg.gain, 1 + cfg.gain, 3).astype(np.float32)
+        offset = rng.uniform(-cfg.offset, cfg.offset, 3).astype(np.float32)
+        out = np.clip(out.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+    return out
+
+
+class FrameDataset(Dataset):
+    """Samples -> (image [3,S,S] float32 in [0,1], frame [3,F,F] uint8 RGB, label int64).
+
+    Frames are prepared with edge_runtime.preprocess.prepare_frame and cached in memory (F x F x 3 uint8
+    each) unless a sample transform is given, which must see the source image every time. Augmentation
+    (training) runs on the prepared frame, before the global resize (global_input).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        samples: Sequence[Sample],
+        preprocess: PreprocessConfig,
+        augment: AugmentConfig | None = None,
+        sample_transform: SampleTransform | None = None,
+        seed: int = 0,
+        cache: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.samples = list(samples)
+        self.preprocess = preprocess
+        self.augment = augment
+        self.sample_transform = sample_transform
+        self.seed = seed
+        self.epoch = 0
+        self.cache: dict[int, np.ndarray] | None = {} if cache and sample_transform is None else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation stream (called once per epoch; keeps runs reproducible by seed)."""
+        self.epoch = epoch
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _mask(self, sample: Sample) -> np.ndarray | None:
+        path = self.root / "masks" / sample.path
+        if not path.is_file():
+            path = path.with_suffix(".png")
+        if not path.is_file():
+            return None
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise DataError(f"{path}: unreadable mask")
+        return mask
+
+    def frame(self, index: int) -> np.ndarray:
+        """The prepared (not augmented) frame of a sample: F x F x 3 uint8 RGB."""
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        sample = self.samples[index]
+        try:
+            bgr = read_image(self.root / sample.path)
+        except ImageError as exc:
+            raise DataError(str(exc)) from None
+        if self.sample_transform is not None:
+            bgr = self.sample_transform(bgr, self._mask(sample), self._rng(index))
+        frame = prepare_frame(bgr, self.preprocess)
+        if self.cache is not None:
+            self.cache[index] = frame
+        return frame
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        frame = self.frame(index)
+        if self.augment is not None:
+            frame = augment_frame(frame, self.augment, self._rng(index))
+        image = torch.from_numpy(global_input(frame, self.preprocess)[0])
+        return image, torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))), self.samples[index].label
+
+
+def check_readable(root: Path, samples: Sequence[Sample]) -> None:
+    """Fail early with DataError naming the first unreadable image (before any training time is spent)."""
+    for s in samples:
+        try:
+            read_image(root / s.path)
+        except ImageError as exc:
+            raise DataError(str(exc)) from None

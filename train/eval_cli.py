@@ -1,0 +1,55 @@
+"""`mgfen-eval`: metrics, heatmap overlays and a JSON report for a checkpoint on a data folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edge_runtime.errors import MgfenError
+
+EXAMPLES = """
+\b
+Examples:
+  mgfen-eval --ckpt runs/edge/best.pt --data data/synth
+  mgfen-eval --ckpt runs/edge/best.pt --data data/synth --split val --out runs/edge/eval_val --samples 16
+"""
+
+
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ckpt", required=True, type=click.Path(), help="Checkpoint (RUN/best.pt).")
+@click.option("--data", required=True, type=click.Path(), help="Data folder.")
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="test", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for report.json and overlays (default: none written).")
+@click.option("--samples", type=int, default=8, show_default=True, help="Heatmap overlays to draw.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Split seed for folders without splits.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(ckpt, data, split, out, samples, device, batch, seed, as_json, debug) -> None:
+    """Evaluate a checkpoint: accuracy, precision, recall, F1, ROC-AUC, confusion matrix, overlays."""
+    try:
+        from train.evaluate import evaluate_checkpoint
+
+        report = evaluate_checkpoint(Path(ckpt), Path(data), split=split, out=Path(out) if out else None,
+                                     device=device, batch=batch, samples=samples, seed=seed)
+    except MgfenError as exc:
+        if debug:
+            raise
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    m = report["metrics"]
+    auc = "-" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+    click.echo(f"{split}: n {m['n']}  accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
+               f"recall {m['recall']:.4f}  f1 {m['f1']:.4f}  roc_auc {auc}")
+    click.echo(f"confusion matrix (rows true {report['classes']}): {m['confusion_matrix']}")
+    if out:
+        click.echo(f"report and {len(report['overlays'])} overlays -> {out}")
+
+
+if __name__ == "__main__":
+    main()
