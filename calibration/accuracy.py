@@ -1,0 +1,119 @@
+"""INT8 against FP32 on a labelled folder, through the whole runtime path.
+
+The runtime path (contracts): frame = prepare_frame(bgr); global graph on global_input(frame);
+crops = crop_rois(frame, boxes[0], R); parts graph; logits = vote_logits(...); p = softmax(logits).
+OrtPipeline runs exactly that with onnxruntime sessions; compare_precisions runs it per flavour on the
+same frames and reports accuracy, the accuracy delta in points and the agreement with FP32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from calibration import CalibrationError
+from edge_runtime import names
+from edge_runtime.preprocess import PreprocessConfig, global_input, list_images, load_frame
+from edge_runtime.roi import crop_rois, softmax, vote_logits
+
+
+def make_session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
+    """A CPU onnxruntime session; threads > 0 fixes intra_op_num_threads (0: onnxruntime's default)."""
+    opts = ort.SessionOptions()
+    if threads > 0:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class PipelineParams:
+    """What the vote needs besides the graphs (all from the manifest / model config)."""
+
+    preprocess: PreprocessConfig
+    global_weight: float
+    use_parts: bool
+    positive_index: int = 1
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One frame through the pipeline: final logits [C], P(positive), boxes [K,4], box scores [K]."""
+
+    logits: np.ndarray
+    probability: float
+    boxes: np.ndarray
+    box_scores: np.ndarray
+
+
+class OrtPipeline:
+    """global + parts ONNX files run the way the scanner runs them (numpy preprocessing, host crops)."""
+
+    def __init__(self, global_path: str | Path, parts_path: str | Path, params: PipelineParams,
+                 threads: int = 0) -> None:
+        self.params = params
+        self.global_session = make_session(global_path, threads)
+        self.parts_session = make_session(parts_path, threads) if params.use_parts else None
+
+    def run_frame(self, frame: np.ndarray) -> FrameResult:
+        """frame: F x F x 3 uint8 RGB (edge_runtime.preprocess.prepare_frame output)."""
+        p = self.params
+        g_logits, boxes, scores = self.global_session.run(
+            [names.GLOBAL_LOGITS, names.BOXES, names.BOX_SCORES],
+            {names.GLOBAL_INPUT: global_input(frame, p.preprocess)})
+        part_logits = None
+        if self.parts_session is not None:
+            crops = crop_rois(frame, boxes[0], p.preprocess.crop_size)
+            (part_logits,) = self.parts_session.run([names.PART_LOGITS], {names.PARTS_INPUT: crops})
+        logits = vote_logits(g_logits[0], part_logits, scores[0], p.global_weight, p.use_parts)
+        prob = float(softmax(np.asarray(logits, np.float32))[p.positive_index])
+        return FrameResult(np.asarray(logits), prob, boxes[0], scores[0])
+
+
+def labelled_images(folder: str | Path, classes: tuple[str, ...] = names.CLASS_NAMES) -> list[tuple[Path, int]]:
+    """(path, class index) of every image under `folder` whose parent folder is a class name (sorted).
+
+    Raises CalibrationError when there are none or only one class is present."""
+    items = [(p, classes.index(p.parent.name)) for p in list_images(folder) if p.parent.name in classes]
+    if not items:
+        raise CalibrationError(f"{folder}: no labelled images (expected {'/'.join(classes)} sub-folders)")
+    return items
+
+
+def compare_precisions(pipelines: dict[str, OrtPipeline], reference: str, folder: str | Path,
+                       cfg: PreprocessConfig, classes: tuple[str, ...] = names.CLASS_NAMES,
+                       limit: int | None = None) -> dict:
+    """Run every pipeline on the labelled images of `folder` (same frames for all; `limit`: at most that
+    many, evenly spaced over the sorted list) and report, per
+    pipeline: accuracy (argmax of the final logits), delta_points (accuracy minus the reference's, in
+    percentage points), agreement (fraction of frames with the reference's class) and the largest
+    |P(positive) - reference P(positive)|.
+    """
+    items = labelled_images(folder, classes)
+    if limit is not None and len(items) > limit:  # evenly spaced, so both classes stay represented
+        items = [items[(i * len(items)) // limit] for i in range(limit)]
+    preds: dict[str, list[int]] = {k: [] for k in pipelines}
+    probs: dict[str, list[float]] = {k: [] for k in pipelines}
+    labels = []
+    for path, label in items:
+        frame = load_frame(path, cfg)
+        labels.append(label)
+        for key, pipe in pipelines.items():
+            res = pipe.run_frame(frame)
+            preds[key].append(int(np.argmax(res.logits)))
+            probs[key].append(res.probability)
+    y = np.array(labels)
+    ref_pred, ref_prob = np.array(preds[reference]), np.array(probs[reference])
+    ref_acc = float((ref_pred == y).mean())
+    report = {"n": len(items), "folder": str(folder), "reference": reference}
+    for key in pipelines:
+        pred, prob = np.array(preds[key]), np.array(probs[key])
+        acc = float((pred == y).mean())
+        report[key] = {"accuracy": round(acc, 6), "delta_points": round(100.0 * (acc - ref_acc), 4),
+                       "agreement": round(float((pred == ref_pred).mean()), 6),
+                       "max_abs_prob_diff": round(float(np.abs(prob - ref_prob).max()), 6)}
+    return report

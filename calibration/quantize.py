@@ -1,0 +1,138 @@
+"""Static INT8 quantisation of one bundle graph to QDQ ONNX, in two flavours:
+
+- "trt": what TensorRT's explicit quantisation accepts: QInt8 activations and weights, symmetric (zero
+  points 0), per-channel weights, a dedicated Q/DQ pair per consumer, Q/DQ on weights, bias left FP32,
+  no quantised Softmax. Checked afterwards by calibration.lint.
+- "cpu": QDQ U8S8 (QUInt8 asymmetric activations, QInt8 symmetric per-channel weights), which onnxruntime's
+  x86/ARM CPU kernels run several times faster than S8S8 (research.md).
+
+The box-picking tail of the global graph (everything computed from the heatmap output: window means,
+argmax, suppression, box coordinates) stays FP32 in both flavours: its comparisons and argmax on
+quantised values would snap ties and move boxes, and it is a negligible share of the compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+from onnxruntime.quantization import quantize_static
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from calibration import CalibrationError
+from edge_runtime import names
+
+FLAVOURS = ("trt", "cpu")
+METHODS = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+           "percentile": CalibrationMethod.Percentile}
+NEVER_QUANTISED = ("Softmax",)  # TensorRT rejects a quantised Softmax; it is cheap in FP32 anyway
+# Outputs of the classifier layers stay FP32: int8 logits would cost probability resolution for nothing.
+LOGIT_OPS = ["Gemm", "MatMul"]
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """What one quantisation did: output path, flavour, method, seconds, and the nodes kept FP32."""
+
+    path: Path
+    flavour: str
+    method: str
+    seconds: float
+    kept_fp32: int
+    qdq_nodes: int
+
+    def to_dict(self) -> dict:
+        return {"file": self.path.name, "flavour": self.flavour, "method": self.method,
+                "seconds": round(self.seconds, 2), "kept_fp32_nodes": self.kept_fp32,
+                "qdq_nodes": self.qdq_nodes}
+
+
+def descendants_of_output(model: onnx.ModelProto, output: str) -> list[str]:
+    """Names of the node producing `output` and of every node downstream of it (empty if absent)."""
+    nodes = list(model.graph.node)
+    tainted: set[str] = {output}
+    keep: list[str] = []
+    # Graphs are topologically sorted (ONNX requires it), so one forward pass suffices.
+    for node in nodes:
+        if any(o == output for o in node.output) or any(i in tainted for i in node.input):
+            keep.append(node.name)
+            tainted.update(node.output)
+    return keep
+
+
+def _ensure_node_names(model: onnx.ModelProto) -> None:
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+
+
+def flavour_options(flavour: str) -> dict:
+    """quantize_static keyword arguments of a flavour (everything but the model, reader and method)."""
+    ops = sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(NEVER_QUANTISED))
+    if flavour == "trt":
+        return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+                    op_types_to_quantize=ops,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                   "AddQDQPairToWeight": True, "DedicatedQDQPair": True,
+                                   "QuantizeBias": False, "OpTypesToExcludeOutputQuantization": LOGIT_OPS})
+    if flavour == "cpu":
+        return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+                    op_types_to_quantize=ops,
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                   "OpTypesToExcludeOutputQuantization": LOGIT_OPS})
+    raise CalibrationError(f"unknown INT8 flavour {flavour!r}; expected one of {FLAVOURS}")
+
+
+def prepare_for_quantization(fp32_path: str | Path, out_path: str | Path) -> Path:
+    """onnxruntime's quant_pre_process (shape inference, constant folding) plus unique node names, once
+    per graph; both flavours quantise the result. Raises CalibrationError on failure."""
+    try:
+        quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
+    except Exception as exc:  # the pre-processor raises many types; the FP32 file still works
+        raise CalibrationError(f"{fp32_path}: ONNX pre-processing for quantisation failed: {exc}") from None
+    model = onnx.load(str(out_path))
+    _ensure_node_names(model)
+    onnx.save(model, str(out_path))
+    return Path(out_path)
+
+
+def quantize_graph(fp32_path: str | Path, out_path: str | Path, reader: CalibrationDataReader,
+                   flavour: str, method: str = "entropy", prepared: bool = False) -> QuantizeResult:
+    """Quantise the FP32 ONNX file at `fp32_path` into `out_path` with calibration feeds from `reader`.
+
+    Unless `prepared` (the file already went through prepare_for_quantization), the model is first
+    pre-processed. Nodes downstream of the heatmap output (global graph only) stay FP32.
+    Raises CalibrationError for an unknown flavour/method or a quantiser failure.
+    """
+    if method not in METHODS:
+        raise CalibrationError(f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}")
+    options = flavour_options(flavour)
+    out_path = Path(out_path)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mgfen-quant-") as tmp:
+        pre = Path(fp32_path) if prepared else prepare_for_quantization(fp32_path, Path(tmp) / "pre.onnx")
+        exclude = descendants_of_output(onnx.load(str(pre), load_external_data=False), names.HEATMAP)
+        if hasattr(reader, "rewind"):
+            reader.rewind()
+        try:
+            # the histogram calibrators print progress on stdout, which belongs to --json output
+            with contextlib.redirect_stdout(sys.stderr):
+                quantize_static(str(pre), str(out_path), reader, calibrate_method=METHODS[method],
+                                nodes_to_exclude=exclude, **options)
+        except Exception as exc:
+            raise CalibrationError(f"{fp32_path}: {flavour} INT8 quantisation failed: {exc}") from None
+    qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in onnx.load(str(out_path)).graph.node)
+    if qdq == 0:
+        raise CalibrationError(f"{fp32_path}: quantisation produced no Q/DQ nodes")
+    return QuantizeResult(out_path, flavour, method, time.perf_counter() - t0, len(exclude), qdq)

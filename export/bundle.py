@@ -1,0 +1,292 @@
+"""Checkpoint -> bundle folder: ONNX graphs, parity checks, optional INT8 files, report.json, manifest.json.
+
+    report = export_bundle(Path("ckpt.pt"), Path("bundle"), ExportConfig(int8=True, calib=Path("data")))
+
+Order matters: inputs are validated first (checkpoint, output folder, calibration images) so bad input
+fails in a second; manifest.json is written last and only when every check passed, so a folder without a
+manifest is never mistaken for a usable bundle. report.json is written in every case that got as far as
+exporting, with the reason for a failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import onnx
+import onnxruntime
+import torch
+
+from calibration import CalibrationError
+from calibration.accuracy import OrtPipeline, PipelineParams, compare_precisions, make_session
+from calibration.lint import lint_trt
+from calibration.quantize import FLAVOURS, METHODS, prepare_for_quantization, quantize_graph
+from calibration.reader import GlobalReader, PartsReader
+from calibration.select import CalibrationSet, select_calibration, stratified_pick, candidates
+from edge_runtime import __version__, names
+from edge_runtime.manifest import FileEntry, Manifest, sha256_file, write_manifest
+from edge_runtime.preprocess import list_images
+from edge_runtime.roi import Thresholds
+from export import ExportError
+from export.onnx_export import DEFAULT_OPSET, export_graphs
+from export.parity import (MIN_INPUTS, check_graph_parity, check_runtime_parity, frames_from,
+                           synthetic_frames)
+
+SAMPLES_DIR = "calibration"  # a few prepared calibration frames, for checking engines on the device
+N_SAMPLES = 4
+
+
+class Int8DropError(ExportError):
+    """INT8 accuracy fell by more than --max-int8-drop points against FP32."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Options of one export (the CLI's flags, resolved). Written into report.json."""
+
+    opset: int = DEFAULT_OPSET
+    int8: bool = False
+    calib: Path | None = None
+    calib_n: int = 64
+    calib_method: str = "entropy"
+    val: Path | None = None
+    max_int8_drop: float = 1.0
+    force: bool = False
+    parity_frames: int = 8
+    val_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.int8 and self.calib is None:
+            raise ExportError("--int8 needs --calib DIR with real calibration images (random data is never used)")
+        if self.calib_method not in METHODS:
+            raise ExportError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
+        if self.calib_n < 1:
+            raise ExportError(f"--calib-n must be >= 1, got {self.calib_n}")
+        if self.max_int8_drop < 0:
+            raise ExportError("--max-int8-drop must be >= 0")
+        if self.parity_frames < MIN_INPUTS:
+            raise ExportError(f"parity needs at least {MIN_INPUTS} frames")
+
+    def to_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create `out` and prove it is writable; ExportError with one line otherwise."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".mgfen-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ExportError(f"{out}: cannot write the bundle there ({exc.strerror or exc})") from None
+    if not out.is_dir():
+        raise ExportError(f"{out}: not a folder")
+
+
+def load_model(ckpt: Path):
+    """(model in eval mode, checkpoint info) via train.checkpoint; typed errors pass through."""
+    if not ckpt.is_file():
+        raise ExportError(f"{ckpt}: checkpoint file not found")
+    from train.checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(ckpt, map_location="cpu")
+    return model.eval(), info
+
+
+def evaluation_folder(config: ExportConfig) -> Path | None:
+    """--val, else the val/ split of a dataset-root --calib folder, else None."""
+    if config.val is not None:
+        if not Path(config.val).is_dir():
+            raise ExportError(f"{config.val}: --val folder not found")
+        return Path(config.val)
+    if config.calib is not None and (Path(config.calib) / "train").is_dir() and (Path(config.calib) / "val").is_dir():
+        return Path(config.calib) / "val"
+    return None
+
+
+def parity_frames(model, config: ExportConfig, val: Path | None, calib: CalibrationSet | None):
+    """Frames for the parity checks: spread over --val (both classes), else the calibration images,
+    else synthetic frames. Returns (frames, description)."""
+    cfg = model.cfg.preprocess
+    count = config.parity_frames
+    if val is not None and list_images(val):
+        _, images, _ = candidates(val)
+        picks = [im.path for im in stratified_pick(images, count)]
+        return frames_from(picks, cfg), f"{len(picks)} images of {val}"
+    if calib is not None and len(calib.paths) >= MIN_INPUTS:
+        picks = calib.paths[:count]
+        return frames_from(picks, cfg), f"{len(picks)} calibration images"
+    return synthetic_frames(cfg, count), f"{count} synthetic frames (train.synth.render_sample)"
+
+
+def write_samples(out: Path, calib: CalibrationSet, cfg) -> dict:
+    """Save up to N_SAMPLES prepared calibration frames (F x F RGB, as PNG) for the on-device engine
+    check; returns {relative name: sha256}."""
+    folder = out / SAMPLES_DIR
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    samples = {}
+    for i, frame in enumerate(frames_from(calib.paths[:N_SAMPLES], cfg)):
+        path = folder / f"sample{i}.png"
+        if not cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)):
+            raise ExportError(f"{path}: cannot write a calibration sample")
+        samples[f"{SAMPLES_DIR}/{path.name}"] = sha256_file(path)
+    return samples
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def quantize_bundle(out: Path, calib: CalibrationSet, method: str, cfg) -> dict:
+    """Write the four INT8 files (global/parts x trt/cpu) next to the FP32 graphs; lint the TRT ones."""
+    results = {}
+    g_session = make_session(out / names.model_file("global"))
+    with tempfile.TemporaryDirectory(prefix="mgfen-export-") as tmp:
+        for graph in names.GRAPHS:
+            pre = prepare_for_quantization(out / names.model_file(graph), Path(tmp) / f"{graph}.onnx")
+            reader = (GlobalReader(calib.paths, cfg) if graph == "global"
+                      else PartsReader(calib.paths, cfg, g_session))
+            for flavour in FLAVOURS:
+                dest = out / names.model_file(graph, "int8", flavour)
+                res = quantize_graph(pre, dest, reader, flavour, method, prepared=True).to_dict()
+                if flavour == "trt":
+                    problems = lint_trt(onnx.load(str(dest)))
+                    res["lint"] = [str(v) for v in problems]
+                    if problems:
+                        raise ExportError(f"{dest.name} breaks TensorRT's Q/DQ rules: {problems[0]} "
+                                          f"(+{len(problems) - 1} more)")
+                results[dest.name] = res
+    return results
+
+
+def export_bundle(ckpt: str | Path, out: str | Path, config: ExportConfig,
+                  log: Callable[[str], None] = lambda msg: None) -> dict:
+    """Export checkpoint `ckpt` into bundle folder `out`; return the report (also in report.json).
+
+    Raises ExportError (or another MgfenError) for bad input, failed parity or lint, and Int8DropError
+    when INT8 loses more than config.max_int8_drop accuracy points and config.force is off.
+    """
+    ckpt = Path(ckpt)
+    model, info = load_model(ckpt)
+    source = {"checkpoint": ckpt.name, "checkpoint_sha256": sha256_file(ckpt)}
+    return export_model(model, info, source, out, config, log)
+
+
+def export_model(model, info: dict, source: dict, out: str | Path, config: ExportConfig,
+                 log: Callable[[str], None] = lambda msg: None) -> dict:
+    """export_bundle for a model already in memory (eval mode) and its checkpoint `info` dict
+    (classes, thresholds, metrics, data_hash, train_config, epoch); `source` names the checkpoint
+    (name, sha256) for the provenance."""
+    t_start = time.perf_counter()
+    out = Path(out)
+    model.eval()
+    prepare_out_dir(out)
+    val = evaluation_folder(config)
+    calib = None
+    if config.int8:
+        calib = select_calibration(config.calib, config.calib_n, [val] if val is not None else None)
+        log(f"calibration: {len(calib.images)} of {calib.available} images from {calib.root}")
+    mcfg = model.cfg
+    cfg = mcfg.preprocess
+    (out / names.MANIFEST_FILE).unlink(missing_ok=True)  # no manifest until every check has passed
+    report: dict = {"checkpoint": source, "config": config.to_dict(), "versions": {
+        "toolkit": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}}
+    report_path = out / names.REPORT_FILE
+
+    def fail(exc: ExportError) -> None:
+        report["error"] = str(exc)
+        report["seconds"] = round(time.perf_counter() - t_start, 2)
+        _write_json(report_path, report)
+        raise exc
+
+    t0 = time.perf_counter()
+    tensors = export_graphs(model, out, config.opset)
+    report["export_seconds"] = round(time.perf_counter() - t0, 2)
+    log("exported global.onnx and parts.onnx")
+
+    classes = tuple(info.get("classes") or names.CLASS_NAMES)
+    positive = classes.index(names.POSITIVE_CLASS) if names.POSITIVE_CLASS in classes else len(classes) - 1
+    frames, frames_from_desc = parity_frames(model, config, val, calib)
+    graph = check_graph_parity(model, out / names.model_file("global"), out / names.model_file("parts"),
+                               frames[: max(MIN_INPUTS, min(len(frames), 4))])
+    params = PipelineParams(cfg, float(mcfg.global_weight), bool(mcfg.use_parts), positive)
+    fp32 = OrtPipeline(out / names.model_file("global"), out / names.model_file("parts"), params)
+    runtime = check_runtime_parity(model, fp32, frames, positive)
+    report["parity"] = {"source": frames_from_desc, "graphs": graph, "runtime": runtime}
+    log(f"parity: graphs max prob error {max(graph['max']['global_prob'], graph['max']['part_prob']):.2e}, "
+        f"runtime max prob error {runtime['max_abs_prob_diff']:.2e}")
+    if not graph["passed"]:
+        fail(ExportError(f"ONNX parity failed: {graph['failures'][0]}"))
+    if not runtime["passed"]:
+        fail(ExportError(f"runtime-path parity failed: {runtime['failures'][0]}"))
+
+    files = {names.model_file(g): FileEntry(g, "fp32", "") for g in names.GRAPHS}
+    calibration = None
+    if calib is not None:
+        t0 = time.perf_counter()
+        try:
+            report["int8"] = {"files": quantize_bundle(out, calib, config.calib_method, cfg)}
+        except CalibrationError as exc:
+            fail(ExportError(str(exc)))
+        report["int8"]["quantize_seconds"] = round(time.perf_counter() - t0, 2)
+        log(f"quantised 4 INT8 files in {report['int8']['quantize_seconds']} s")
+        for g in names.GRAPHS:
+            for flavour in FLAVOURS:
+                files[names.model_file(g, "int8", flavour)] = FileEntry(g, "int8", "", flavour)
+        calibration = calib.to_manifest(config.calib_method)
+        calibration["samples"] = write_samples(out, calib, cfg)
+        if val is None:
+            report["int8"]["accuracy"] = None
+            report["int8"]["warning"] = "no --val folder: INT8 accuracy against FP32 was not measured"
+            log("warning: no --val folder, INT8 accuracy not measured")
+        else:
+            pipes = {"fp32": fp32}
+            for flavour in FLAVOURS:
+                pipes[f"int8_{flavour}"] = OrtPipeline(out / names.model_file("global", "int8", flavour),
+                                                       out / names.model_file("parts", "int8", flavour), params)
+            acc = compare_precisions(pipes, "fp32", val, cfg, classes, config.val_limit)
+            report["int8"]["accuracy"] = acc
+            drops = {k: 0.0 - acc[k]["delta_points"] for k in pipes if k != "fp32"}
+            report["int8"]["drop_points"] = drops
+            worst = max(drops, key=drops.get)
+            log(f"INT8 on {acc['n']} val images: " + ", ".join(
+                f"{k} acc {acc[k]['accuracy']:.4f} (drop {drops[k]:+.2f} pts, agreement {acc[k]['agreement']:.3f})"
+                for k in drops))
+            if drops[worst] > config.max_int8_drop:
+                msg = (f"INT8 accuracy drop {drops[worst]:.2f} points ({worst}) exceeds --max-int8-drop "
+                       f"{config.max_int8_drop}")
+                report["int8"]["gate"] = "forced" if config.force else "failed"
+                if not config.force:
+                    fail(Int8DropError(f"{msg}; report in {report_path}; use --force to keep it"))
+                log(f"warning: {msg} (kept: --force)")
+            else:
+                report["int8"]["gate"] = "passed"
+
+    thresholds = Thresholds(**info["thresholds"]) if info.get("thresholds") else Thresholds()
+    provenance = {
+        **source, "data_hash": info.get("data_hash"), "metrics": info.get("metrics", {}),
+        "epoch": info.get("epoch"), "model_config": mcfg.to_dict(), "train_config": info.get("train_config"),
+        "opset": config.opset, "exported_with": report["versions"],
+    }
+    manifest = Manifest(classes=classes, preprocess=cfg, k=int(mcfg.k),
+                        box_size=mcfg.box_pixels / cfg.frame_size, global_weight=float(mcfg.global_weight),
+                        use_parts=bool(mcfg.use_parts), thresholds=thresholds, tensors=tensors, files=files,
+                        provenance=provenance, calibration=calibration)
+    report["files"] = sorted(files)
+    report["seconds"] = round(time.perf_counter() - t_start, 2)
+    _write_json(report_path, report)
+    write_manifest(out, manifest)
+    return report

@@ -1,0 +1,89 @@
+"""mgfen-export: checkpoint -> bundle (ONNX, parity, INT8, manifest), and TensorRT engines on the device."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from edge_runtime.errors import MgfenError
+
+EPILOG = """\b
+Examples:
+  mgfen-export runs/edge/checkpoint.pt --out bundles/edge
+  mgfen-export ckpt.pt --out bundle --int8 --calib data/train --val data/val
+  mgfen-export ckpt.pt --out bundle --int8 --calib data          # dataset root: train/ calibrates,
+                                                                 # val/ gates, val/ + test/ kept off
+  mgfen-export bundle --engine --precision int8                  # on the Jetson: engines only
+"""
+
+
+@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Bundle folder to write (created if needed).")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (13..20).")
+@click.option("--int8", "int8", is_flag=True, help="Also write INT8 QDQ files (TensorRT and CPU flavours).")
+@click.option("--calib", type=click.Path(path_type=Path), help="Folder of real calibration images "
+              "(a dataset root uses its train/ split).")
+@click.option("--calib-n", type=int, default=64, show_default=True, help="Number of calibration images.")
+@click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]), default="entropy",
+              show_default=True, help="Activation range method.")
+@click.option("--val", type=click.Path(path_type=Path), help="Labelled folder (genuine/, counterfeit/) for "
+              "the INT8-vs-FP32 report and the parity frames.")
+@click.option("--max-int8-drop", type=float, default=1.0, show_default=True,
+              help="Fail when an INT8 flavour loses more accuracy points than this on --val.")
+@click.option("--force", is_flag=True, help="Keep INT8 files whose accuracy drop exceeds --max-int8-drop.")
+@click.option("--engine", is_flag=True, help="Build TensorRT engines into BUNDLE/engines (on the device).")
+@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True,
+              help="Engine precision (int8 builds from the TensorRT-flavour QDQ file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | None, calib_n: int,
+         calib_method: str, val: Path | None, max_int8_drop: float, force: bool, engine: bool,
+         precision: str, as_json: bool, debug: bool) -> None:
+    """Export checkpoint SOURCE into a bundle folder; or, with --engine and SOURCE a bundle folder,
+    build that bundle's TensorRT engines on this device."""
+    def log(msg: str) -> None:
+        click.echo(msg, err=True)
+
+    try:
+        report: dict = {}
+        if source.is_dir() and (source / "manifest.json").is_file():
+            if not engine:
+                raise click.UsageError(f"{source} is a bundle; pass a checkpoint, or --engine to build engines")
+            bundle = out or source
+        else:
+            if out is None:
+                raise click.UsageError("--out BUNDLE is required when exporting a checkpoint")
+            if int8 and calib is None:
+                raise click.UsageError("--int8 needs --calib DIR with real images (random data is never used)")
+            from export.bundle import ExportConfig, export_bundle  # torch is imported here, not for --engine
+
+            config = ExportConfig(opset=opset, int8=int8, calib=calib, calib_n=calib_n,
+                                  calib_method=calib_method, val=val, max_int8_drop=max_int8_drop, force=force)
+            report = export_bundle(source, out, config, log)
+            bundle = out
+            log(f"bundle written to {out}")
+        if engine:
+            from export.engine import ensure_engines
+
+            plans = ensure_engines(bundle, precision, log=log)
+            report["engines"] = {g: str(p) for g, p in plans.items()}
+        if as_json:
+            click.echo(json.dumps(report, indent=2, default=str))
+    except click.ClickException:
+        raise
+    except MgfenError as exc:
+        if debug:
+            traceback.print_exc()
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""mgfen-export on a tiny model: bundle layout and manifest, ONNX parity on different frames (and its
+failure on a graph that froze data-dependent values), runtime-path parity on a folder, INT8 files and
+gate, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from calibration.accuracy import OrtPipeline, PipelineParams
+from calibration.lint import lint_trt
+from calibration.quantize import descendants_of_output
+from edge_runtime import names
+from edge_runtime.manifest import load_bundle, sha256_file
+from edge_runtime.preprocess import PreprocessConfig, list_images
+from export import ExportError
+from export import bundle as bundle_mod
+from export.cli import main
+from export.onnx_export import export_module
+from export.parity import check_graph_parity, check_runtime_parity, frames_from
+from train.checkpoint import save_checkpoint
+from train.model import ModelConfig, build_model
+from train.synth import SynthConfig, generate_dataset
+
+PRE = PreprocessConfig(frame_size=128, global_size=64, crop_size=32)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("export")
+    generate_dataset(root / "data", SynthConfig(n=20, size=128), workers=1)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet18", fpn_channels=16, preprocess=PRE), pretrained=None).eval()
+    ckpt = root / "ckpt.pt"
+    save_checkpoint(ckpt, model, list(names.CLASS_NAMES), metrics={"accuracy": 0.5}, data_hash="d" * 16)
+    return root, model, ckpt
+
+
+@pytest.fixture(scope="module")
+def exported(work):
+    root, model, ckpt = work
+    out = root / "bundle"
+    res = CliRunner().invoke(main, [str(ckpt), "--out", str(out), "--int8", "--calib", str(root / "data"),
+                                    "--calib-n", "4", "--calib-method", "minmax", "--force", "--json"])
+    assert res.exit_code == 0, res.output
+    return out, json.loads(res.stdout[res.stdout.index("{"):])
+
+
+def val_frames(root: Path, count: int = 4):
+    return frames_from(list_images(root / "data" / "val")[:count], PRE)
+
+
+def test_bundle_layout_and_manifest(work, exported):
+    root, model, ckpt = work
+    out, report = exported
+    b = load_bundle(out)  # verifies every sha256
+    man = b.manifest
+    assert sorted(man.files) == sorted(
+        [names.model_file(g) for g in names.GRAPHS]
+        + [names.model_file(g, "int8", f) for g in names.GRAPHS for f in ("cpu", "trt")])
+    assert man.tensors["global"] == {
+        "inputs": {names.GLOBAL_INPUT: [1, 3, 64, 64]},
+        "outputs": {names.GLOBAL_LOGITS: [1, 2], names.HEATMAP: [1, 1, 16, 16], names.BOXES: [1, 4, 4],
+                    names.BOX_SCORES: [1, 4]}}
+    assert man.tensors["parts"] == {"inputs": {names.PARTS_INPUT: [4, 3, 32, 32]},
+                                    "outputs": {names.PART_LOGITS: [4, 2]}}
+    assert man.preprocess == PRE and man.k == 4 and man.box_size == 32 / 128
+    assert man.provenance["checkpoint_sha256"] == sha256_file(ckpt)
+    assert man.provenance["data_hash"] == "d" * 16 and man.provenance["metrics"] == {"accuracy": 0.5}
+    cal = man.calibration
+    assert cal["method"] == "minmax" and cal["n"] == 4
+    train_hashes = {sha256_file(p) for p in list_images(root / "data" / "train")}
+    assert {im["sha256"] for im in cal["images"]} <= train_hashes
+    for rel, digest in cal["samples"].items():
+        assert sha256_file(out / rel) == digest
+    assert report["parity"]["graphs"]["passed"] and report["parity"]["runtime"]["passed"]
+    acc = report["int8"]["accuracy"]
+    assert acc["n"] == len(list_images(root / "data" / "val")) and {"int8_trt", "int8_cpu"} <= set(acc)
+    assert 0.0 <= acc["int8_cpu"]["agreement"] <= 1.0 and report["int8"]["gate"] in ("passed", "forced")
+    assert json.loads((out / names.REPORT_FILE).read_text())["int8"]["drop_points"] == report["int8"]["drop_points"]
+
+
+def test_int8_files_follow_their_flavour(exported):
+    out, _ = exported
+    for graph in names.GRAPHS:
+        trt = onnx.load(str(out / names.model_file(graph, "int8", "trt")))
+        assert lint_trt(trt) == []
+        cpu = onnx.load(str(out / names.model_file(graph, "int8", "cpu")))
+        assert any(p.rule == "signed" for p in lint_trt(cpu)), "CPU flavour has uint8 activations"
+    # the box-picking tail after the heatmap stays FP32 (no Q/DQ inside it)
+    g = onnx.load(str(out / names.model_file("global", "int8", "trt")))
+    tail = set(descendants_of_output(g, names.HEATMAP))
+    assert tail and not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.graph.node
+                            if n.name in tail)
+
+
+def test_graph_parity_on_different_frames(work, exported):
+    root, model, _ = work
+    out, _ = exported
+    rep = check_graph_parity(model, out / "global.onnx", out / "parts.onnx", val_frames(root))
+    assert rep["passed"], rep["failures"]
+    assert rep["max"]["global_prob"] <= 1e-4 and rep["max"]["part_prob"] <= 1e-4 and rep["max"]["boxes"] == 0
+    assert rep["distinct_torch_boxes"] >= 2, "frames must lead to different boxes for the check to mean anything"
+
+
+class FrozenBoxes(torch.nn.Module):
+    """A wrong export: boxes taken out of the graph through numpy, so the tracer stores them as constants."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        logits, heat, boxes, scores = self.model.global_forward(image)
+        return logits, heat, torch.from_numpy(boxes.detach().numpy().copy()), scores
+
+
+def test_frozen_graph_fails_parity(work, exported, tmp_path):
+    root, model, _ = work
+    out, _ = exported
+    frames = val_frames(root)
+    # trace on the first frame's view, the way a careless export would
+    from edge_runtime.preprocess import global_input
+
+    example = torch.from_numpy(global_input(frames[0], PRE))
+    export_module(FrozenBoxes(model), example, tmp_path / "frozen.onnx", names.GLOBAL_INPUT,
+                  names.GLOBAL_OUTPUTS, 17)
+    rep = check_graph_parity(model, tmp_path / "frozen.onnx", out / "parts.onnx", frames)
+    assert not rep["passed"]
+    assert any("boxes differ" in f for f in rep["failures"])
+
+
+def test_parity_refuses_too_few_or_equal_frames(work, exported):
+    root, model, _ = work
+    out, _ = exported
+    frames = val_frames(root, 3)
+    with pytest.raises(ExportError, match="at least 3"):
+        check_graph_parity(model, out / "global.onnx", out / "parts.onnx", frames[:2])
+    with pytest.raises(ExportError, match="different"):
+        check_graph_parity(model, out / "global.onnx", out / "parts.onnx", [frames[0]] * 3)
+
+
+def test_runtime_path_matches_torch_on_a_folder(work, exported):
+    root, model, _ = work
+    out, _ = exported
+    man = load_bundle(out).manifest
+    pipe = OrtPipeline(out / "global.onnx", out / "parts.onnx",
+                       PipelineParams(man.preprocess, man.global_weight, man.use_parts, man.positive_index))
+    frames = frames_from(list_images(root / "data" / "test"), PRE)
+    rep = check_runtime_parity(model, pipe, frames, man.positive_index)
+    assert rep["passed"] and rep["frames"] == len(frames) >= 4
+    assert rep["max_abs_prob_diff"] <= 1e-3
+
+
+def _fast_int8(monkeypatch):
+    """Skip the real quantiser (tested above): INT8 files are FP32 copies, for testing the gate only."""
+    import shutil
+
+    def fake(out, calib, method, cfg):
+        for g in names.GRAPHS:
+            for f in ("trt", "cpu"):
+                shutil.copyfile(out / names.model_file(g), out / names.model_file(g, "int8", f))
+        return {}
+
+    monkeypatch.setattr(bundle_mod, "quantize_bundle", fake)
+
+
+def test_int8_gate_fails_unless_forced(work, exported, tmp_path, monkeypatch):
+    root, _, ckpt = work
+    _fast_int8(monkeypatch)
+    import shutil
+
+    def copy_graphs(model, out, opset):  # the export itself is tested above; reuse its files
+        for g in names.GRAPHS:
+            shutil.copyfile(exported[0] / names.model_file(g), Path(out) / names.model_file(g))
+        return load_bundle(exported[0]).manifest.tensors
+
+    monkeypatch.setattr(bundle_mod, "export_graphs", copy_graphs)
+
+    def drop(pipes, reference, folder, cfg, classes, limit):
+        base = {"accuracy": 0.9, "delta_points": 0.0, "agreement": 1.0, "max_abs_prob_diff": 0.0}
+        return {"n": 10, "fp32": base, "int8_trt": base, "int8_cpu": dict(base, accuracy=0.8, delta_points=-10.0)}
+
+    monkeypatch.setattr(bundle_mod, "compare_precisions", drop)
+    args = [str(ckpt), "--int8", "--calib", str(root / "data"), "--calib-n", "3"]
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a")])
+    assert res.exit_code == 1 and "INT8 accuracy drop 10.00 points (int8_cpu)" in res.output
+    assert not (tmp_path / "a" / names.MANIFEST_FILE).exists(), "no manifest for a failed export"
+    report = json.loads((tmp_path / "a" / names.REPORT_FILE).read_text())
+    assert report["int8"]["gate"] == "failed" and "error" in report
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a"), "--force"])
+    assert res.exit_code == 0 and load_bundle(tmp_path / "a").manifest.calibration["n"] == 3
+    assert json.loads((tmp_path / "a" / names.REPORT_FILE).read_text())["int8"]["gate"] == "forced"
+
+
+def _one_line_error(res, code=1) -> str:
+    assert res.exit_code == code, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    return lines[0]
+
+
+def test_bad_input_gives_one_line(work, tmp_path):
+    root, _, ckpt = work
+    runner = CliRunner()
+    not_ckpt = tmp_path / "notes.pt"
+    not_ckpt.write_text("not a checkpoint")
+    assert "not a readable checkpoint" in _one_line_error(runner.invoke(main, [str(not_ckpt), "--out", str(tmp_path / "o")]))
+    assert "not found" in _one_line_error(runner.invoke(main, [str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")]))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert "cannot write" in _one_line_error(runner.invoke(main, [str(ckpt), "--out", str(blocker / "sub")]))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = _one_line_error(runner.invoke(main, [str(ckpt), "--out", str(tmp_path / "o"), "--int8", "--calib", str(empty)]))
+    assert "no calibration images" in line
+    val = root / "data" / "val"
+    line = _one_line_error(runner.invoke(main, [str(ckpt), "--out", str(tmp_path / "o"), "--int8", "--calib", str(val),
+                                                "--val", str(val)]))
+    assert "overlap the evaluation split" in line and "refusing" in line
+    assert "--calib" in runner.invoke(main, [str(ckpt), "--out", str(tmp_path / "o"), "--int8"]).output
+    assert not (tmp_path / "o" / names.MANIFEST_FILE).exists()
+
+
+def test_near_tie_of_peak_picking_is_not_a_frozen_graph():
+    from export.parity import is_tie
+
+    t = np.array([[[0.25, 0.25, 0.5, 0.5], [0.0, 0.0, 0.25, 0.25]]], np.float32)
+    s = np.array([[0.5, 0.4]], np.float32)
+    one_cell = t + np.array([1 / 16, 0, 1 / 16, 0], np.float32) * np.array([[1], [0]], np.float32)
+    assert is_tie(t, one_cell, s, s + 1e-7, heat_side=16)  # neighbour cell, same window mean
+    assert not is_tie(t, one_cell, s, s + np.array([[1e-3, 0]], np.float32), heat_side=16)  # not a tie
+    far = t.copy()
+    far[0, 0] = [0.5, 0.5, 0.75, 0.75]
+    assert not is_tie(t, far, s, s, heat_side=16)  # a box elsewhere: frozen or wrong, never a tie
