@@ -15,12 +15,12 @@ missing package raises BackendError naming what to install.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 from edge_runtime import names
+from edge_runtime.engine_cache import DeviceInfo, cache_key, lookup, onnx_for
 from edge_runtime.errors import BackendError, BundleError
 from edge_runtime.manifest import Bundle, Manifest
 
@@ -229,16 +229,6 @@ class TrtBackend(Backend):
             self._cuda = None
 
 
-def engine_file_name(graph: str, onnx_sha256: str, trt_version: str, gpu_name: str,
-                     capability: tuple[int, int], precision: str) -> str:
-    """Engine cache name that names everything invalidating it: graph, precision, the ONNX file's
-    sha256, TensorRT version, GPU and compute capability, e.g.
-    global.int8.3f2a9c0d1e2b4a5f.trt10.3.0.orin-sm87.engine"""
-    gpu = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
-    return (f"{graph}.{precision}.{onnx_sha256[:16]}.trt{trt_version}."
-            f"{gpu}-sm{capability[0]}{capability[1]}.engine")
-
-
 # ------------------------------------------------------------------------------------------- selection
 
 
@@ -303,16 +293,15 @@ def ort_provider_list(target: str, precision: str, cache_dir: Path | None) -> li
     return [(TRT_EP, trt_opts), CUDA_EP, CPU_EP]
 
 
-def native_engine_path(bundle: Bundle, graph: str, precision: str, trt_version: str, gpu_name: str,
-                       capability: tuple[int, int]) -> Path:
-    """Where the engine for this graph/precision on this GPU and TensorRT version is cached."""
-    source = onnx_file_for(bundle.manifest, graph, precision, "trt")
-    sha = bundle.manifest.files[source].sha256
-    return bundle.path(names.ENGINE_DIR) / engine_file_name(graph, sha, trt_version, gpu_name, capability,
-                                                            precision)
+def native_engine_path(bundle: Bundle, graph: str, precision: str, device: DeviceInfo) -> Path | None:
+    """The cached, intact engine `mgfen-export --engine` built for this graph, precision, GPU and
+    TensorRT version (edge_runtime.engine_cache), or None when there is none."""
+    onnx_name = onnx_for(bundle, graph, precision)
+    key = cache_key(bundle.manifest.files[onnx_name].sha256, device, precision)
+    return lookup(bundle.path(names.ENGINE_DIR), key)
 
 
-def _native_engine(bundle: Bundle, graph: str, precision: str) -> Path:
+def _native_engine(bundle: Bundle, graph: str, precision: str) -> Path | None:
     trt = import_tensorrt()
     from edge_runtime import trt_buffers
 
@@ -321,7 +310,7 @@ def _native_engine(bundle: Bundle, graph: str, precision: str) -> Path:
         gpu, cap = cuda.device()
     finally:
         cuda.close()
-    return native_engine_path(bundle, graph, precision, trt.__version__, gpu, cap)
+    return native_engine_path(bundle, graph, precision, DeviceInfo(str(trt.__version__), gpu, f"{cap[0]}.{cap[1]}"))
 
 
 def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: str | None = "int8",
@@ -345,8 +334,12 @@ def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: s
             if backend == "trt":
                 raise
             engine = None
-        if engine is not None and (backend == "trt" or engine.is_file()):
+        if engine is not None:
             return TrtBackend(engine)
+        if backend == "trt":
+            raise BackendError(f"no TensorRT engine for {graph} at {prec} for this GPU and TensorRT version in "
+                               f"{bundle.path(names.ENGINE_DIR)}: build it with "
+                               f"`mgfen-export {bundle.root} --engine --precision {prec}`")
     available = ort_providers()
     if not available:
         import_onnxruntime()  # raises the install hint

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from edge_runtime import backends, names, trt_buffers
-from edge_runtime.backends import (OrtBackend, TrtBackend, engine_file_name, native_engine_path, onnx_file_for,
+from edge_runtime.backends import (OrtBackend, TrtBackend, native_engine_path, onnx_file_for,
                                    open_backend, ort_provider_list, resolve_precision)
+from edge_runtime.engine_cache import INDEX_FILE, DeviceInfo, cache_key, onnx_for, plan_name, write_index
 from edge_runtime.errors import BackendError, BundleError
 from edge_runtime.manifest import load_bundle
 from fake_bundle import make_fake_bundle
@@ -140,22 +141,34 @@ def test_trt_without_cuda_binding(bundle, monkeypatch):
         assert isinstance(be, OrtBackend)
 
 
-def test_engine_file_name_names_everything_that_invalidates_it():
-    base = dict(graph="global", onnx_sha256="ab" * 32, trt_version="10.3.0", gpu_name="Orin (nvgpu)",
-                capability=(8, 7), precision="int8")
-    name = engine_file_name(**base)
-    assert name == "global.int8.abababababababab.trt10.3.0.orin-nvgpu-sm87.engine"
-    for key, value in [("graph", "parts"), ("onnx_sha256", "cd" * 32), ("trt_version", "8.5.2"),
-                       ("gpu_name", "Xavier"), ("capability", (7, 2)), ("precision", "fp16")]:
-        assert engine_file_name(**{**base, key: value}) != name
+def _cache_engine(bundle, graph: str, precision: str, device: DeviceInfo):
+    """Put a plan into the bundle's engine cache as `mgfen-export --engine` would; return its path."""
+    onnx_name = onnx_for(bundle, graph, precision)
+    key = cache_key(bundle.manifest.files[onnx_name].sha256, device, precision)
+    engine_dir = bundle.path(names.ENGINE_DIR)
+    engine_dir.mkdir(exist_ok=True)
+    plan = engine_dir / plan_name(graph, key)
+    plan.write_bytes(b"PLAN")
+    from edge_runtime.manifest import sha256_file
+    write_index(engine_dir, {key.digest(): {"file": plan.name, "plan_sha256": sha256_file(plan), "onnx": onnx_name}})
+    return plan
 
 
-def test_native_engine_path_uses_the_trt_flavour_sha(bundle):
-    path = native_engine_path(bundle, "global", "int8", "10.3.0", "Orin", (8, 7))
-    sha = bundle.manifest.files["global.int8.trt.onnx"].sha256
-    assert path.parent == bundle.path(names.ENGINE_DIR) and sha[:16] in path.name
-    fp16 = native_engine_path(bundle, "global", "fp16", "10.3.0", "Orin", (8, 7))
-    assert bundle.manifest.files["global.onnx"].sha256[:16] in fp16.name
+def test_native_engine_path_reads_the_export_cache(bundle):
+    orin = DeviceInfo("10.3.0", "Orin", "8.7")
+    assert native_engine_path(bundle, "global", "int8", orin) is None
+    plan = _cache_engine(bundle, "global", "int8", orin)
+    try:
+        assert native_engine_path(bundle, "global", "int8", orin) == plan
+        # Another TensorRT version, GPU or precision is another key: not this plan.
+        assert native_engine_path(bundle, "global", "int8", DeviceInfo("8.5.2", "Orin", "8.7")) is None
+        assert native_engine_path(bundle, "global", "int8", DeviceInfo("10.3.0", "Xavier", "7.2")) is None
+        assert native_engine_path(bundle, "global", "fp16", orin) is None
+        plan.write_bytes(b"ALTERED")  # a plan that no longer matches its sha256 is not used
+        assert native_engine_path(bundle, "global", "int8", orin) is None
+    finally:
+        plan.unlink()
+        (plan.parent / INDEX_FILE).unlink()
 
 
 # ------------------------------------------- TensorRT glue against fakes (the real thing needs a Jetson)
@@ -279,16 +292,15 @@ def test_open_backend_auto_picks_native_engine_when_cached(bundle, tmp_path, mon
     # no engine cached: auto uses onnxruntime, explicit trt says what to build
     with open_backend(bundle, "global", "auto", "int8") as be:
         assert isinstance(be, OrtBackend)
-    with pytest.raises(BackendError, match="mgfen-export --engine"):
+    with pytest.raises(BackendError, match=r"no TensorRT engine .*mgfen-export .* --engine --precision int8"):
         open_backend(bundle, "global", "trt", "int8")
-    engine = native_engine_path(bundle, "global", "int8", "10.3.0", "Fake GPU", (8, 7))
-    engine.parent.mkdir(exist_ok=True)
-    engine.write_bytes(b"PLAN")
+    engine = _cache_engine(bundle, "global", "int8", DeviceInfo("10.3.0", "Fake GPU", "8.7"))
     try:
         with open_backend(bundle, "global", "auto", "int8") as be:
             assert isinstance(be, TrtBackend) and be.path == engine
     finally:
         engine.unlink()
+        (engine.parent / INDEX_FILE).unlink()
 
 
 def test_buffer_set_frees_on_failed_allocation():

@@ -18,7 +18,8 @@ from edge_runtime import names
 from edge_runtime.errors import BackendError, BundleError
 from edge_runtime.manifest import load_bundle, sha256_file
 from export import engine
-from export.engine import DeviceInfo, cache_key, ensure_engine, plan_name
+from edge_runtime.engine_cache import INDEX_FILE, DeviceInfo, cache_key, plan_name
+from export.engine import ensure_engine
 from fake_bundle import make_fake_bundle
 
 ORIN = DeviceInfo("10.3.0", "Orin", "8.7")
@@ -64,7 +65,7 @@ def test_engine_built_once_then_reused(bundle):
     # int8 engines come from the TensorRT-flavour QDQ file
     assert build.calls == [(names.model_file("global", "int8", "trt"), "int8")]
     assert plan.read_bytes().startswith(b"PLAN ")  # a plain plan: nothing prepended
-    index = json.loads((plan.parent / engine.INDEX_FILE).read_text())
+    index = json.loads((plan.parent / INDEX_FILE).read_text())
     (digest, entry), = index.items()
     assert entry["file"] == plan.name and plan.name.endswith(digest[:16] + ".plan")
     assert entry["plan_sha256"] == sha256_file(plan)
@@ -79,7 +80,7 @@ def test_other_tensorrt_or_gpu_rebuilds_and_drops_stale(bundle):
     second = ensure_engine(bundle, "global", "int8", dataclasses.replace(ORIN, trt_version="10.16.0"), build)
     assert len(build.calls) == 2 and second != first
     assert not first.exists(), "the stale plan must be removed"
-    index = json.loads((second.parent / engine.INDEX_FILE).read_text())
+    index = json.loads((second.parent / INDEX_FILE).read_text())
     assert [e["file"] for e in index.values()] == [second.name]
     third = ensure_engine(bundle, "global", "int8", dataclasses.replace(ORIN, gpu_name="Thor", compute_capability="11.0"), build)
     assert len(build.calls) == 3 and not second.exists() and third.exists()
@@ -94,7 +95,7 @@ def test_corrupt_plan_or_changed_onnx_rebuilds(bundle):
     plan.write_bytes(b"truncated")
     assert ensure_engine(bundle, "parts", "fp32", ORIN, build) == plan and len(build.calls) == 2
     assert plan.read_bytes().startswith(b"PLAN ")
-    (plan.parent / engine.INDEX_FILE).write_text("{not json")
+    (plan.parent / INDEX_FILE).write_text("{not json")
     ensure_engine(bundle, "parts", "fp32", ORIN, build)
     assert len(build.calls) == 3  # unreadable index: rebuilt, never a crash
     onnx_path = bundle.root / names.model_file("parts")
@@ -115,7 +116,7 @@ def test_failed_verification_removes_plan(bundle):
         ensure_engine(bundle, "global", "fp32", ORIN, build, verify)
     assert seen and not list((bundle.root / names.ENGINE_DIR).glob("*.plan"))
     ok = ensure_engine(bundle, "global", "fp32", ORIN, build, lambda p, o: {"passed": True})
-    entry = json.loads((ok.parent / engine.INDEX_FILE).read_text())
+    entry = json.loads((ok.parent / INDEX_FILE).read_text())
     assert list(entry.values())[0]["verify"] == {"passed": True}
 
 
