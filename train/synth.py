@@ -63,15 +63,15 @@ class MicroSpec:
     """Micro-feature parameters. Sizes in frame pixels at pose scale 1; a counterfeit adds k * *_delta."""
 
     dot_jitter: float = 0.02  # sd of dot position, fraction of the pitch
-    dot_jitter_delta: float = 0.06
+    dot_jitter_delta: float = 0.18
     dot_gain_sd: float = 0.03  # sd of relative dot radius
-    dot_gain_delta: float = 0.05
+    dot_gain_delta: float = 0.08
     dot_ragged: float = 0.02  # amplitude of dot-edge raggedness, fraction of the radius
     dot_ragged_delta: float = 0.35
     dot_drop_delta: float = 0.02  # probability that a dot fails to adhere
     foil_blur: float = 0.35  # edge blur sigma, px
-    foil_blur_delta: float = 0.45
-    foil_speck_delta: float = 0.6  # leakage speck radius, px (times a per-speck factor in [0.4, 1.2])
+    foil_blur_delta: float = 0.7
+    foil_speck_delta: float = 0.9  # leakage speck radius, px (times a per-speck factor in [0.4, 1.2])
     text_thicken_delta: float = 0.15  # threshold drop on the blurred supersampled strokes
     text_break_delta: float = 1.1  # radius of stroke breaks, px (times a per-break factor in [0.5, 1])
 
