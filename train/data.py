@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 
 from edge_runtime.errors import ImageError
 from edge_runtime.names import CLASS_NAMES
-from edge_runtime.preprocess import PreprocessConfig, global_input, list_images, prepare_frame, read_image
+from edge_runtime.preprocess import (PreprocessConfig, global_input, list_images, prepare_frame, read_image, resize,
+                                     square_crop_box)
 from train.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -187,7 +188,9 @@ class FrameDataset(Dataset):
     """Samples -> (image [3,S,S] float32 in [0,1], frame [3,F,F] uint8 RGB, label int64).
 
     Frames are prepared with edge_runtime.preprocess.prepare_frame and cached in memory (F x F x 3 uint8
-    each) unless a sample transform is given, which must see the source image every time. Augmentation
+    each). With a sample transform (background replacement), which must run anew every time, the cache
+    holds the source instead: image and mask cropped to the centred square and resized to F x F (what
+    prepare_frame would do first), so each epoch skips decoding and works at frame size. Augmentation
     (training) runs on the prepared frame, before the global resize (global_input).
     """
 
@@ -209,6 +212,8 @@ class FrameDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.cache: dict[int, np.ndarray] | None = {} if cache and sample_transform is None else None
+        self.sources: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = (
+            {} if cache and sample_transform is not None else None)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -231,18 +236,49 @@ class FrameDataset(Dataset):
             raise DataError(f"{path}: unreadable mask")
         return mask
 
-    def frame(self, index: int) -> np.ndarray:
-        """The prepared (not augmented) frame of a sample: F x F x 3 uint8 RGB."""
-        if self.cache is not None and index in self.cache:
-            return self.cache[index]
-        sample = self.samples[index]
+    def _read(self, index: int) -> np.ndarray:
         try:
-            bgr = read_image(self.root / sample.path)
+            return read_image(self.root / self.samples[index].path)
         except ImageError as exc:
             raise DataError(str(exc)) from None
+
+    def _source(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(image HxWx3 uint8 BGR, mask HxW uint8 or None) squared and resized to F x F, cached."""
+        if self.sources is not None and index in self.sources:
+            return self.sources[index]
+        bgr, mask = self._read(index), self._mask(self.samples[index])
+        if mask is not None and mask.shape != bgr.shape[:2]:
+            raise DataError(f"{self.samples[index].path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
+                            f"image is {bgr.shape[1]}x{bgr.shape[0]}")
+        x0, y0, side = square_crop_box(*bgr.shape[:2])
+        size = self.preprocess.frame_size
+        bgr = resize(bgr[y0 : y0 + side, x0 : x0 + side], size)
+        if mask is not None:
+            mask = cv2.resize(mask[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_NEAREST)
+        if self.sources is not None:
+            self.sources[index] = (bgr, mask)
+        return bgr, mask
+
+    @property
+    def cached(self) -> bool:
+        """True when frames (or, with a sample transform, their sources) are kept in memory."""
+        return self.cache is not None or self.sources is not None
+
+    def preload(self, index: int) -> None:
+        """Read (and cache) one sample now, so an unreadable file fails before training starts."""
         if self.sample_transform is not None:
-            bgr = self.sample_transform(bgr, self._mask(sample), self._rng(index))
-        frame = prepare_frame(bgr, self.preprocess)
+            self._source(index)
+        else:
+            self.frame(index)
+
+    def frame(self, index: int) -> np.ndarray:
+        """The prepared (not augmented) frame of a sample: F x F x 3 uint8 RGB."""
+        if self.sample_transform is not None:
+            bgr, mask = self._source(index)
+            return prepare_frame(self.sample_transform(bgr, mask, self._rng(index)), self.preprocess)
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        frame = prepare_frame(self._read(index), self.preprocess)
         if self.cache is not None:
             self.cache[index] = frame
         return frame

@@ -184,5 +184,12 @@ def show(ctx: click.Context, root: Path, out: Path, pairs: int) -> None:
     click.echo(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]})")
 
 
+# Background work (one-shot masks, offline background replacement) lives in train/bg_cli.py.
+from train.bg_cli import augment_cmd, masks_cmd  # noqa: E402
+
+main.add_command(masks_cmd)
+main.add_command(augment_cmd)
+
+
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edge_runtime.errors import MgfenError
+from train.bg_cli import bg_suite_options
 
 EXAMPLES = """
 \b
@@ -28,9 +29,23 @@ Examples:
 @click.option("--seed", type=int, default=0, show_default=True, help="Split seed for folders without splits.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(ckpt, data, split, out, samples, device, batch, seed, as_json, debug) -> None:
+@bg_suite_options
+def main(ckpt, data, split, out, samples, device, batch, seed, as_json, debug, bg_suite, bg_m, bg_blend, bg_source,
+         masks_dir) -> None:
     """Evaluate a checkpoint: accuracy, precision, recall, F1, ROC-AUC, confusion matrix, overlays."""
     try:
+        if bg_suite:
+            from train.bg_cli import bg_suite_report, print_bg_suite
+
+            result = bg_suite_report(Path(ckpt), Path(data), split=split, out=Path(out) if out else None,
+                                     device=device, batch=batch, adversarial_m=bg_m, blend=bg_blend,
+                                     background_source=bg_source, masks=Path(masks_dir) if masks_dir else None,
+                                     seed=seed)
+            if as_json:
+                click.echo(json.dumps(result, indent=2))
+            else:
+                print_bg_suite(result)
+            return
         from train.evaluate import evaluate_checkpoint
 
         report = evaluate_checkpoint(Path(ckpt), Path(data), split=split, out=Path(out) if out else None,

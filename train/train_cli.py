@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
 from edge_runtime.errors import MgfenError
 from train.backbones import BACKBONES
+from train.bg_cli import bg_train_options
 from train.model import PRESETS
 
 EXAMPLES = """
@@ -16,6 +16,7 @@ EXAMPLES = """
 Examples:
   mgfen-data synth --out data/synth
   mgfen-train --data data/synth --out runs/edge                    # edge preset, ~5 min on 2 CPU cores
+  mgfen-train --data data/synth --out runs/nobg --bg-replace 0     # without background replacement
   mgfen-train --data data/synth --out runs/base --no-parts         # global branch only (baseline)
   mgfen-train --data data/synth --out runs/paper --preset paper --device cuda
   mgfen-train --data data/synth --out runs/stab --stability 3      # mean +- std over 3 splits
@@ -50,8 +51,10 @@ Examples:
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@bg_train_options
 def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, seed, resume, no_fpn, no_parts,
-         part_backbone, global_weight, part_weight, no_augment, frame_size, global_size, crop_size, k, stability, threads, workers, as_json, debug) -> None:
+         part_backbone, global_weight, part_weight, no_augment, frame_size, global_size, crop_size, k, stability, threads, workers, as_json, debug,
+         bg_replace, backgrounds, blend) -> None:
     """Train MGFEN (global branch + FPN heatmap + full-resolution part crops) and test the best epoch."""
     try:
         from train.trainer import TrainConfig, train
@@ -61,7 +64,7 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
                           use_parts=not no_parts, part_backbone=part_backbone, global_weight=global_weight,
                           part_weight=part_weight, augment=not no_augment, frame_size=frame_size,
                           global_size=global_size, crop_size=crop_size, k=k, stability=stability, threads=threads,
-                          workers=workers, progress=True)
+                          workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend)
         summary = train(cfg)
     except MgfenError as exc:
         if debug:

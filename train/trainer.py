@@ -14,6 +14,7 @@ import json
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,9 @@ class TrainConfig:
     stability: int = 0
     workers: int = 0
     progress: bool = True
+    bg_replace: float = 0.0  # probability of online background replacement (needs DATA/masks); 0 = off
+    backgrounds: str | None = None  # background photo folder; None = the procedural families
+    blend: str = "alpha"
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -154,6 +158,13 @@ def train(config: TrainConfig, sample_transform: SampleTransform | None = None) 
     see train.data.SampleTransform. Raises MgfenError subclasses for bad data/config.
     """
     cfg = config.resolved()
+    if sample_transform is None and cfg.bg_replace > 0:
+        from train.bg_cli import background_replacer
+
+        sample_transform = background_replacer(cfg.bg_replace, cfg.backgrounds, cfg.blend)
+        if not (Path(cfg.data) / "masks").is_dir():
+            warnings.warn(f"{cfg.data} has no masks/ folder: background replacement leaves frames unchanged "
+                          "(make masks with `mgfen-data masks`)", stacklevel=2)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     index = index_folder(cfg.data, seed=cfg.seed)
@@ -214,9 +225,9 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
     test_ds = FrameDataset(index.root, test_s, pre)
     # Prepare every frame once up front: fails early on an unreadable image and makes epochs cheap.
     for ds, name in ((train_ds, "train"), (val_ds, "val"), (test_ds, "test")):
-        if ds.cache is not None:
+        if ds.cached:
             for i in tqdm(range(len(ds)), desc=f"preparing {name} frames", leave=False, disable=not (main and cfg.progress)):
-                ds.frame(i)
+                ds.preload(i)
 
     model = build_model(model_cfg, pretrained=cfg.pretrained).to(device)
     sampler = DistributedSampler(train_ds, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
