@@ -59,7 +59,7 @@ def main(bundle_dir: Path, backend: str, precision: str, frames: int, warmup: in
         for warning in device["warnings"]:
             click.echo(f"warning: {warning}", err=True)
         rows = run_bench(bundle, backends, [None if p == "auto" else p for p in precisions], cfg, labels,
-                         progress=lambda what: click.echo(f"benchmarking {what} ...", err=True))
+                         progress=lambda what: click.echo(f"benchmarking {what.replace('None', 'auto')} ...", err=True))
     except MgfenError as exc:
         if debug:
             raise

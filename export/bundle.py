@@ -61,6 +61,7 @@ class ExportConfig:
     force: bool = False
     parity_frames: int = 8
     val_limit: int | None = None
+    int8_flavours: tuple[str, ...] = FLAVOURS  # "cpu" (onnxruntime on CPUs) and/or "trt" (TensorRT)
 
     def __post_init__(self) -> None:
         if self.int8 and self.calib is None:
@@ -71,6 +72,8 @@ class ExportConfig:
             raise ExportError(f"--calib-n must be >= 1, got {self.calib_n}")
         if self.max_int8_drop < 0:
             raise ExportError("--max-int8-drop must be >= 0")
+        if not self.int8_flavours or set(self.int8_flavours) - set(FLAVOURS):
+            raise ExportError(f"--int8-flavours must name some of {', '.join(FLAVOURS)}, got {self.int8_flavours}")
         if self.parity_frames < MIN_INPUTS:
             raise ExportError(f"parity needs at least {MIN_INPUTS} frames")
 
@@ -149,8 +152,8 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def quantize_bundle(out: Path, calib: CalibrationSet, method: str, cfg) -> dict:
-    """Write the four INT8 files (global/parts x trt/cpu) next to the FP32 graphs; lint the TRT ones."""
+def quantize_bundle(out: Path, calib: CalibrationSet, method: str, cfg, flavours: tuple[str, ...] = FLAVOURS) -> dict:
+    """Write the INT8 files (global/parts x each flavour) next to the FP32 graphs; lint the TRT ones."""
     results = {}
     g_session = make_session(out / names.model_file("global"))
     with tempfile.TemporaryDirectory(prefix="mgfen-export-") as tmp:
@@ -158,7 +161,7 @@ def quantize_bundle(out: Path, calib: CalibrationSet, method: str, cfg) -> dict:
             pre = prepare_for_quantization(out / names.model_file(graph), Path(tmp) / f"{graph}.onnx")
             reader = (GlobalReader(calib.paths, cfg) if graph == "global"
                       else PartsReader(calib.paths, cfg, g_session))
-            for flavour in FLAVOURS:
+            for flavour in flavours:
                 dest = out / names.model_file(graph, "int8", flavour)
                 res = quantize_graph(pre, dest, reader, flavour, method, prepared=True).to_dict()
                 if flavour == "trt":
@@ -238,13 +241,13 @@ def export_model(model, info: dict, source: dict, out: str | Path, config: Expor
     if calib is not None:
         t0 = time.perf_counter()
         try:
-            report["int8"] = {"files": quantize_bundle(out, calib, config.calib_method, cfg)}
+            report["int8"] = {"files": quantize_bundle(out, calib, config.calib_method, cfg, config.int8_flavours)}
         except CalibrationError as exc:
             fail(ExportError(str(exc)))
         report["int8"]["quantize_seconds"] = round(time.perf_counter() - t0, 2)
-        log(f"quantised 4 INT8 files in {report['int8']['quantize_seconds']} s")
+        log(f"quantised {2 * len(config.int8_flavours)} INT8 files in {report['int8']['quantize_seconds']} s")
         for g in names.GRAPHS:
-            for flavour in FLAVOURS:
+            for flavour in config.int8_flavours:
                 files[names.model_file(g, "int8", flavour)] = FileEntry(g, "int8", "", flavour)
         calibration = calib.to_manifest(config.calib_method)
         calibration["samples"] = write_samples(out, calib, cfg)
@@ -254,7 +257,7 @@ def export_model(model, info: dict, source: dict, out: str | Path, config: Expor
             log("warning: no --val folder, INT8 accuracy not measured")
         else:
             pipes = {"fp32": fp32}
-            for flavour in FLAVOURS:
+            for flavour in config.int8_flavours:
                 pipes[f"int8_{flavour}"] = OrtPipeline(out / names.model_file("global", "int8", flavour),
                                                        out / names.model_file("parts", "int8", flavour), params)
             acc = compare_precisions(pipes, "fp32", val, cfg, classes, config.val_limit)

@@ -31,6 +31,8 @@ Examples:
 @click.option("--calib-n", type=int, default=64, show_default=True, help="Number of calibration images.")
 @click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]), default="entropy",
               show_default=True, help="Activation range method.")
+@click.option("--int8-flavours", type=click.Choice(["cpu,trt", "cpu", "trt"]), default="cpu,trt", show_default=True,
+              help="Which INT8 files to make: cpu (onnxruntime U8S8, for CPUs) and/or trt (TensorRT QDQ S8S8).")
 @click.option("--val", type=click.Path(path_type=Path), help="Labelled folder (genuine/, counterfeit/) for "
               "the INT8-vs-FP32 report and the parity frames.")
 @click.option("--max-int8-drop", type=float, default=1.0, show_default=True,
@@ -42,7 +44,7 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | None, calib_n: int,
-         calib_method: str, val: Path | None, max_int8_drop: float, force: bool, engine: bool,
+         calib_method: str, int8_flavours: str, val: Path | None, max_int8_drop: float, force: bool, engine: bool,
          precision: str, as_json: bool, debug: bool) -> None:
     """Export checkpoint SOURCE into a bundle folder; or, with --engine and SOURCE a bundle folder,
     build that bundle's TensorRT engines on this device."""
@@ -63,7 +65,8 @@ def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | N
             from export.bundle import ExportConfig, export_bundle  # torch is imported here, not for --engine
 
             config = ExportConfig(opset=opset, int8=int8, calib=calib, calib_n=calib_n,
-                                  calib_method=calib_method, val=val, max_int8_drop=max_int8_drop, force=force)
+                                  calib_method=calib_method, val=val, max_int8_drop=max_int8_drop, force=force,
+                                  int8_flavours=tuple(int8_flavours.split(",")))
             report = export_bundle(source, out, config, log)
             bundle = out
             log(f"bundle written to {out}")

@@ -45,6 +45,23 @@ def graph_shapes(model: onnx.ModelProto) -> dict:
             "outputs": shapes(model.graph.output)}
 
 
+def _fix_output_shapes(path: Path, module: nn.Module, example: torch.Tensor) -> None:
+    """Write the traced outputs' concrete shapes into the graph outputs. The exporter leaves a dim
+    symbolic where its shape inference stops (e.g. behind the Pad of TF-"same" padding in
+    EfficientNet-Lite); the graph is traced at one fixed input shape, so the torch run gives the truth."""
+    with torch.no_grad():
+        outs = module(example)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    model = onnx.load(str(path))
+    for value, tensor in zip(model.graph.output, outs):
+        dims = value.type.tensor_type.shape.dim
+        while len(dims):
+            dims.pop()
+        for size in tensor.shape:
+            dims.add().dim_value = int(size)
+    onnx.save(model, str(path))
+
+
 def export_module(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
                   output_names: tuple[str, ...], opset: int) -> dict:
     """Trace `module` on `example` into `path` with fixed shapes; run onnx.checker; return its shapes."""
@@ -59,6 +76,7 @@ def export_module(module: nn.Module, example: torch.Tensor, path: Path, input_na
                               do_constant_folding=True, external_data=False)
         except Exception as exc:  # the exporter raises many types; report one line
             raise ExportError(f"ONNX export of {path.name} failed: {type(exc).__name__}: {exc}") from None
+    _fix_output_shapes(path, module, example)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
