@@ -163,9 +163,9 @@ def _fast_int8(monkeypatch):
     """Skip the real quantiser (tested above): INT8 files are FP32 copies, for testing the gate only."""
     import shutil
 
-    def fake(out, calib, method, cfg):
+    def fake(out, calib, method, cfg, flavours):
         for g in names.GRAPHS:
-            for f in ("trt", "cpu"):
+            for f in flavours:
                 shutil.copyfile(out / names.model_file(g), out / names.model_file(g, "int8", f))
         return {}
 
@@ -240,3 +240,24 @@ def test_near_tie_of_peak_picking_is_not_a_frozen_graph():
     far = t.copy()
     far[0, 0] = [0.5, 0.5, 0.75, 0.75]
     assert not is_tie(t, far, s, s, heat_side=16)  # a box elsewhere: frozen or wrong, never a tie
+
+
+def test_int8_flavours_choose_the_files(work, exported, tmp_path, monkeypatch):
+    root, _, ckpt = work
+    _fast_int8(monkeypatch)
+    import shutil
+
+    def copy_graphs(model, out, opset):
+        for g in names.GRAPHS:
+            shutil.copyfile(exported[0] / names.model_file(g), Path(out) / names.model_file(g))
+        return load_bundle(exported[0]).manifest.tensors
+
+    monkeypatch.setattr(bundle_mod, "export_graphs", copy_graphs)
+    args = [str(ckpt), "--int8", "--int8-flavours", "cpu", "--calib", str(root / "data"), "--calib-n", "3",
+            "--out", str(tmp_path / "cpu")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    manifest = load_bundle(tmp_path / "cpu").manifest
+    assert manifest.file_for("global", "int8", "cpu") and manifest.file_for("parts", "int8", "cpu")
+    assert manifest.file_for("global", "int8", "trt") is None
+    assert not (tmp_path / "cpu" / names.model_file("global", "int8", "trt")).exists()
