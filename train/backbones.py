@@ -12,6 +12,8 @@ every key of the file must map onto the network and every tensor of the network 
 
 from __future__ import annotations
 
+import abc
+
 from pathlib import Path
 
 import torch
@@ -25,16 +27,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class Backbone(nn.Module):
+class Backbone(nn.Module, metaclass=abc.ABCMeta):
     """Base: forward(x [B,3,H,W] normalised float32) -> (C2, C3, C4, C5); H, W multiples of 32."""
 
     channels: tuple[int, int, int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    @abc.abstractmethod
     def early_modules(self) -> list[nn.Module]:
         """Stem and the stages up to C3 (stride <= 8): what `freeze` keeps fixed."""
-        raise NotImplementedError
 
     def freeze_early(self) -> None:
         """Fix the stem..C3 weights and BN statistics (no backward through the high-resolution layers,
