@@ -199,15 +199,23 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=interp)
 
 
+def square_frame(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    """The centred square of HxW[xC] uint8 `img`, resized to size x size (`resize`, or nearest-neighbour
+    for masks). The geometry every frame and its mask go through before enhancement."""
+    x0, y0, side = square_crop_box(*img.shape[:2])
+    square = img[y0 : y0 + side, x0 : x0 + side]
+    if nearest:
+        return cv2.resize(square, (size, size), interpolation=cv2.INTER_NEAREST)
+    return resize(square, size)
+
+
 def prepare_frame(bgr: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """Camera frame -> the square frame the model sees.
 
     bgr: HxWx3 uint8 BGR (validate foreign arrays with to_bgr8 first). Returns F x F x 3 uint8 RGB,
-    F = cfg.frame_size: centred square crop, resize, then `enhance`.
+    F = cfg.frame_size: `square_frame`, then `enhance`.
     """
-    x0, y0, side = square_crop_box(*bgr.shape[:2])
-    square = resize(bgr[y0 : y0 + side, x0 : x0 + side], cfg.frame_size)
-    return cv2.cvtColor(enhance(square, cfg), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(enhance(square_frame(bgr, cfg.frame_size), cfg), cv2.COLOR_BGR2RGB)
 
 
 def to_nchw(rgb: np.ndarray) -> np.ndarray:

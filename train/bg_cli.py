@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from edge_runtime.errors import MgfenError
+from train.blend import BLEND_MODES
 
 _THUMB = 200
 
@@ -214,7 +215,7 @@ Examples:
 @click.option("--backgrounds", type=click.Path(path_type=Path), default=None, help="Folder of background photos (recursive). Default: procedural families.")
 @click.option("--families/--no-families", default=None, help="Also use the procedural families (default: only when no --backgrounds).")
 @click.option("--copies", type=click.IntRange(1, 1000), default=4, show_default=True, help="Background-replaced copies per image.")
-@click.option("--blend", type=click.Choice(["alpha", "poisson", "poisson_mixed", "hard"]), default="alpha", show_default=True)
+@click.option("--blend", type=click.Choice(BLEND_MODES), default="alpha", show_default=True)
 @click.option("--splits", default="train", show_default=True, help="Comma-separated splits that get copies.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an earlier augment output in --out.")
@@ -265,7 +266,7 @@ def bg_train_options(func):
     options = [
         click.option("--bg-replace", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="Probability of replacing a training frame's background with one from the library (MGFEN's micro-grained feature enhancement; needs DATA/masks, see `mgfen-data masks`; 0 = off)."),
         click.option("--backgrounds", type=click.Path(file_okay=False), default=None, help="Folder of background photos (recursive). Default: the procedural families."),
-        click.option("--blend", type=click.Choice(["alpha", "poisson", "poisson_mixed", "hard"]), default="alpha", show_default=True, help="How the foreground is pasted on the new background."),
+        click.option("--blend", type=click.Choice(BLEND_MODES), default="alpha", show_default=True, help="How the foreground is pasted on the new background."),
     ]
     for opt in reversed(options):
         func = opt(func)
@@ -321,17 +322,11 @@ def bg_suite_report(
     """Background-reliance suite of a checkpoint on one split (train.bg_suite). With `out`, writes
     bg_suite.json, bg_suite.md and bg_variants.png there. Returns the result dict."""
     from train.bg_suite import SuiteConfig, format_results, load_items, run_suite, variant_sheet
-    from train.data import index_folder
-    from train.errors import DataError
+    from train.data import select_split
 
     predict_fn, model, info = checkpoint_predictor(ckpt, device)
-    index = index_folder(data, seed=seed)
     classes = list(info["classes"])
-    if list(index.classes) != classes:
-        raise DataError(f"{data}: classes {list(index.classes)} differ from the checkpoint's {classes}")
-    samples = list(index.samples) if split == "all" else index.split(split)
-    if not samples:
-        raise DataError(f"{data}: no images in split {split!r}")
+    index, samples = select_split(data, split, classes, seed)
     cfg = SuiteConfig(work_size=model.cfg.preprocess.frame_size, adversarial_m=adversarial_m, blend=blend,
                       background_source=background_source, seed=seed, batch=batch)
     items = load_items(index.root, samples, cfg.work_size, masks)
@@ -352,7 +347,7 @@ def bg_suite_options(func):
     options = [
         click.option("--bg-suite", is_flag=True, help="Background-reliance suite: original, only_fg, no_fg, mixed_same/rand/next, BG-Gap, adversarial backgrounds (needs DATA/masks)."),
         click.option("--bg-m", type=click.IntRange(0, 1000), default=10, show_default=True, help="Adversarial backgrounds tried per image."),
-        click.option("--bg-blend", type=click.Choice(["hard", "alpha", "poisson", "poisson_mixed"]), default="hard", show_default=True, help="Compositing of the suite's mixed variants."),
+        click.option("--bg-blend", type=click.Choice(BLEND_MODES), default="hard", show_default=True, help="Compositing of the suite's mixed variants."),
         click.option("--bg-source", type=click.Choice(["auto", "manifest", "inpaint"]), default="auto", show_default=True, help="Where an image's background comes from (see train.bg_suite)."),
         click.option("--masks", "masks_dir", type=click.Path(file_okay=False), default=None, help="Masks folder (default DATA/masks)."),
     ]

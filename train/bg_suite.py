@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from edge_runtime.errors import MgfenError
-from edge_runtime.preprocess import read_image, resize, square_crop_box
+from edge_runtime.preprocess import read_image, square_frame
 from train.blend import BLEND_MODES, replace_background
 
 VARIANTS = ("original", "only_fg", "no_fg", "mixed_same", "mixed_rand", "mixed_next")
@@ -92,15 +92,6 @@ class SuiteItem:
 # ------------------------------------------------------------------------------------------ loading
 
 
-def square(img: np.ndarray, side: int, nearest: bool = False) -> np.ndarray:
-    """Centre square crop + resize to side x side (the first step of prepare_frame)."""
-    x0, y0, s = square_crop_box(*img.shape[:2])
-    crop = img[y0 : y0 + s, x0 : x0 + s]
-    if nearest:
-        return cv2.resize(crop, (side, side), interpolation=cv2.INTER_NEAREST)
-    return resize(crop, side)
-
-
 def load_items(
     root: Path, samples: Sequence, work_size: int, masks_root: Path | None = None
 ) -> list[SuiteItem]:
@@ -125,10 +116,10 @@ def load_items(
         image = read_image(root / s.path)
         if raw.shape != image.shape[:2]:
             raise SuiteError(f"{mpath}: mask is {raw.shape[1]}x{raw.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}")
-        mask = square(raw, work_size) >= 128
+        mask = square_frame(raw, work_size) >= 128
         if not mask.any():
             raise SuiteError(f"{mpath}: the mask is empty (no foreground)")
-        items.append(SuiteItem(s.path, int(s.label), square(image, work_size), mask, names.get(s.path)))
+        items.append(SuiteItem(s.path, int(s.label), square_frame(image, work_size), mask, names.get(s.path)))
     return items
 
 

@@ -25,9 +25,9 @@ from torch.utils.data import Dataset
 
 from edge_runtime.errors import ImageError
 from edge_runtime.names import CLASS_NAMES
-from edge_runtime.preprocess import (PreprocessConfig, global_input, list_images, prepare_frame, read_image, resize,
-                                     square_crop_box)
-from train.errors import DataError
+from edge_runtime.preprocess import (PreprocessConfig, global_input, list_images, prepare_frame, read_image,
+                                     square_frame)
+from train.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 DEFAULT_RATIOS = (0.7, 0.2, 0.1)
@@ -250,11 +250,10 @@ class FrameDataset(Dataset):
         if mask is not None and mask.shape != bgr.shape[:2]:
             raise DataError(f"{self.samples[index].path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
                             f"image is {bgr.shape[1]}x{bgr.shape[0]}")
-        x0, y0, side = square_crop_box(*bgr.shape[:2])
         size = self.preprocess.frame_size
-        bgr = resize(bgr[y0 : y0 + side, x0 : x0 + side], size)
+        bgr = square_frame(bgr, size)
         if mask is not None:
-            mask = cv2.resize(mask[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_NEAREST)
+            mask = square_frame(mask, size, nearest=True)
         if self.sources is not None:
             self.sources[index] = (bgr, mask)
         return bgr, mask
@@ -289,6 +288,20 @@ class FrameDataset(Dataset):
             frame = augment_frame(frame, self.augment, self._rng(index))
         image = torch.from_numpy(global_input(frame, self.preprocess)[0])
         return image, torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))), self.samples[index].label
+
+
+def select_split(data: str | Path, split: str, classes: Sequence[str], seed: int = 0) -> tuple[DataIndex, list[Sample]]:
+    """Index `data` and take one split ("all" for every image), checking its classes are `classes` (a
+    checkpoint's, in order). Raises ConfigError for an unknown split, DataError for a mismatch or no images."""
+    if split not in SPLITS + ("all",):
+        raise ConfigError(f"--split must be one of {', '.join(SPLITS + ('all',))}, got {split!r}")
+    index = index_folder(data, seed=seed)
+    if list(index.classes) != list(classes):
+        raise DataError(f"{data}: classes {list(index.classes)} differ from the checkpoint's {list(classes)}")
+    samples = list(index.samples) if split == "all" else index.split(split)
+    if not samples:
+        raise DataError(f"{data}: no images in split {split!r}")
+    return index, samples
 
 
 def check_readable(root: Path, samples: Sequence[Sample]) -> None:

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from edge_runtime.preprocess import PreprocessConfig
 from train.checkpoint import load_checkpoint
-from train.data import SPLITS, FrameDataset, index_folder
-from train.errors import ConfigError, DataError
+from train.data import FrameDataset, select_split
+from train.errors import ConfigError
 from train.metrics import classification_report
 from train.model import MGFEN
 
@@ -122,18 +122,11 @@ def evaluate_checkpoint(
 ) -> dict:
     """Metrics of a checkpoint on one split of a data folder (or "all"); with `out`, writes report.json
     and heatmap overlays overlay_XX.png of the first `samples` images. Returns the report dict."""
-    if split not in SPLITS + ("all",):
-        raise ConfigError(f"--split must be one of {', '.join(SPLITS + ('all',))}, got {split!r}")
     dev = resolve_device(device)
     model, info = load_checkpoint(ckpt, map_location="cpu")
     model.to(dev)
-    index = index_folder(data, seed=seed)
     classes = list(info["classes"])
-    if list(index.classes) != classes:
-        raise DataError(f"{data}: classes {list(index.classes)} differ from the checkpoint's {classes}")
-    chosen = list(index.samples) if split == "all" else index.split(split)
-    if not chosen:
-        raise DataError(f"{data}: no images in split {split!r}")
+    index, chosen = select_split(data, split, classes, seed)
     loader = make_loader(index.root, chosen, model.cfg.preprocess, batch)
     pred = predict(model, loader, dev, keep=samples, progress=progress)
     report = {
