@@ -1,10 +1,11 @@
 """The paper's ablation (its Table 3) on the synthetic dataset with a class-background bias of 0.9.
 
-Four edge-preset models, same data, seed and epochs:
+Five edge-preset models, same data, seed and epochs:
     baseline       global branch only (--no-parts, --no-fpn), no background replacement
     + parts/FPN    FPN heatmap, K part crops from the full frame, heatmap-weighted vote
     + bg replace   baseline + online background replacement (train.blend.BackgroundReplacer)
-    full           parts/FPN + background replacement
+    full, no prior parts/FPN + background replacement (the paper's full model)
+    full model     the same + the heatmap foreground prior (train.loss.foreground_prior, --fg-prior)
 Each is scored on a BIASED test set (rendered here with the training bias: the background comes from the
 own class's half of the families with probability --bias; the dataset's own test split is unbiased by
 design), with the background-reliance suite (train.bg_suite) on that set: accuracy on the biased test
@@ -32,11 +33,12 @@ import cv2
 import numpy as np
 
 RUNS = (
-    # name, use_parts + fpn, background replacement
-    ("baseline", False, False),
-    ("+ parts/FPN", True, False),
-    ("+ bg replacement", False, True),
-    ("full model", True, True),
+    # name, use_parts + fpn, background replacement, foreground prior
+    ("baseline", False, False, False),
+    ("+ parts/FPN", True, False, False),
+    ("+ bg replacement", False, True, False),
+    ("full, no fg prior", True, True, False),
+    ("full model", True, True, True),
 )
 
 
@@ -129,15 +131,16 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"Synthetic data: n {meta['n']}, {meta['size']} px, train bias {meta['bias']}; edge preset, {meta['epochs']} epochs, "
         f"seed {meta['seed']}, device {meta['device']}; biased test: {meta['biased_test']['n']} frames, "
         f"measured bias {meta['biased_test']['measured_bias']}; background replacement p {meta['bg_p']}, blend {meta['blend']}; "
-        f"suite backgrounds: {meta.get('suite_source', '?')}, adversarial M {meta['adv_m']}.",
+        f"suite backgrounds: {meta.get('suite_source', '?')}, adversarial M {meta['adv_m']}; foreground prior weight "
+        f"{meta.get('fg_prior', 0)} (full model only). Boxes on item: share of part-box area on the item (biased test).",
         "",
-        "| model | biased test acc | mixed_rand acc | BG-Gap (pt) | mixed_next acc | only_fg acc | adversarial acc | unbiased test acc | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | biased test acc | mixed_rand acc | BG-Gap (pt) | mixed_next acc | only_fg acc | adversarial acc | unbiased test acc | boxes on item % | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['model']} | {r['acc_biased']:.1f} | {r['acc_mixed_rand']:.1f} | {r['bg_gap']:+.1f} | "
                      f"{r['acc_mixed_next']:.1f} | {r['acc_only_fg']:.1f} | {r['acc_adversarial']:.1f} | "
-                     f"{r['acc_unbiased_test']:.1f} | {r['train_seconds']:.0f} |")
+                     f"{r['acc_unbiased_test']:.1f} | {r.get('boxes_on_item', float('nan')):.1f} | {r['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -165,7 +168,8 @@ def main() -> None:
     ap.add_argument("--frame-size", type=int, default=None)
     ap.add_argument("--global-size", type=int, default=None)
     ap.add_argument("--crop-size", type=int, default=None)
-    ap.add_argument("--only", default="", help="Comma-separated run indices 0..3 to run (default all).")
+    ap.add_argument("--fg-prior", type=float, default=1.0, help="Weight of the foreground prior in the full model.")
+    ap.add_argument("--only", default="", help="Comma-separated run indices 0..4 to run (default all).")
     ap.add_argument("--reuse", action="store_true", help="Skip training where OUT/runI/best.pt exists (re-score only).")
     ap.add_argument("--biased-dir", type=Path, default=None, help="Biased test folder (default OUT/biased_test).")
     ap.add_argument("--suffix", default="", help="Suffix of the output names (ablation<suffix>.md/json/png).")
@@ -202,7 +206,7 @@ def main() -> None:
     rows = []
     suite_source = None
     for i in chosen:
-        name, parts, bg = RUNS[i]
+        name, parts, bg, prior = RUNS[i]
         run_dir = out / f"run{i}"
         t0 = time.perf_counter()
         if args.reuse and (run_dir / "best.pt").is_file() and (run_dir / "report.json").is_file():
@@ -213,7 +217,7 @@ def main() -> None:
         cfg = TrainConfig(data=str(data), out=str(run_dir), preset="edge", pretrained=args.pretrained, epochs=args.epochs,
                           batch=args.batch, device=args.device, seed=args.seed, threads=args.threads, workers=args.workers,
                           fpn=parts, use_parts=parts, frame_size=args.frame_size, global_size=args.global_size,
-                          crop_size=args.crop_size, progress=False)
+                          crop_size=args.crop_size, progress=False, fg_prior=args.fg_prior if prior else 0.0)
         transform = background_replacer(args.bg_p, None, args.blend) if bg else None
         if summary is None:
             summary = train(cfg, transform)
@@ -233,16 +237,17 @@ def main() -> None:
             "bg_gap": 100 * suite["bg_gap"],
             "acc_adversarial": 100 * suite.get("adversarial", {}).get("accuracy", float("nan")),
             "acc_unbiased_test": 100 * summary.get("test", {}).get("accuracy", float("nan")),
+            "boxes_on_item": 100 * suite["boxes_on_item"] if "boxes_on_item" in suite else float("nan"),
             "train_seconds": train_s,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
         (out / f"ablation{args.suffix}_partial.json").write_text(json.dumps(rows, indent=2))
 
-    order = [name for name, _, _ in RUNS]
+    order = [name for name, *_ in RUNS]
     rows.sort(key=lambda r: order.index(r["model"]))  # table order, whatever order they ran in
     meta = {"n": args.n, "size": args.size, "bias": args.bias, "epochs": args.epochs, "seed": args.seed, "device": args.device,
-            "biased_test": bt, "bg_p": args.bg_p, "blend": args.blend, "adv_m": args.adv_m, "suite_source": suite_source,
+            "biased_test": bt, "bg_p": args.bg_p, "fg_prior": args.fg_prior, "blend": args.blend, "adv_m": args.adv_m, "suite_source": suite_source,
             "wall_seconds": round(time.perf_counter() - t_all, 1)}
     (out / f"ablation{args.suffix}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     table = markdown(rows, meta)

@@ -267,6 +267,7 @@ def bg_train_options(func):
         click.option("--bg-replace", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="Probability of replacing a training frame's background with one from the library (MGFEN's micro-grained feature enhancement; needs DATA/masks, see `mgfen-data masks`; 0 = off)."),
         click.option("--backgrounds", type=click.Path(file_okay=False), default=None, help="Folder of background photos (recursive). Default: the procedural families."),
         click.option("--blend", type=click.Choice(BLEND_MODES), default="alpha", show_default=True, help="How the foreground is pasted on the new background."),
+        click.option("--fg-prior", type=click.FloatRange(min=0.0), default=1.0, show_default=True, help="Weight of the heatmap foreground prior: part boxes are kept off the background (uses DATA/masks; 0 = off)."),
     ]
     for opt in reversed(options):
         func = opt(func)
@@ -305,6 +306,23 @@ def checkpoint_predictor(ckpt: Path, device: str = "cpu"):
     return predict_fn, model, info
 
 
+def predict_boxes(model, images: Sequence[np.ndarray], batch: int = 8) -> np.ndarray:
+    """The part boxes a checkpoint's model picks on each image: N x K x 4 normalised x1,y1,x2,y2 float32
+    (images HxWx3 uint8 BGR, through the runtime preprocessing)."""
+    import torch
+
+    from edge_runtime.preprocess import global_input, prepare_frame
+
+    pre = model.cfg.preprocess
+    dev = next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            image = np.concatenate([global_input(prepare_frame(b, pre), pre) for b in images[i:i + batch]])
+            out.append(model.global_forward(torch.from_numpy(image).to(dev))[2].float().cpu().numpy())
+    return np.concatenate(out)
+
+
 def bg_suite_report(
     ckpt: Path,
     data: Path,
@@ -321,7 +339,7 @@ def bg_suite_report(
 ) -> dict:
     """Background-reliance suite of a checkpoint on one split (train.bg_suite). With `out`, writes
     bg_suite.json, bg_suite.md and bg_variants.png there. Returns the result dict."""
-    from train.bg_suite import SuiteConfig, format_results, load_items, run_suite, variant_sheet
+    from train.bg_suite import SuiteConfig, box_foreground_share, format_results, load_items, run_suite, variant_sheet
     from train.data import select_split
 
     predict_fn, model, info = checkpoint_predictor(ckpt, device)
@@ -332,6 +350,9 @@ def bg_suite_report(
     items = load_items(index.root, samples, cfg.work_size, masks)
     say = (lambda s: click.echo(f"bg-suite: {s}", err=True)) if progress else None
     result = run_suite(items, predict_fn, cfg, len(classes), progress=say)
+    if model.cfg.use_parts:
+        boxes = predict_boxes(model, [it.image for it in items], batch)
+        result["boxes_on_item"] = box_foreground_share(boxes, [it.mask for it in items])
     result.update({"checkpoint": str(ckpt), "data": str(data), "split": split, "classes": classes})
     if out is not None:
         out = Path(out)

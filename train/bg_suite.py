@@ -220,6 +220,20 @@ def _predict(predict_fn: PredictFn, images: Sequence[np.ndarray], batch: int) ->
     return np.concatenate(probs, axis=0)
 
 
+def box_foreground_share(boxes: np.ndarray, masks: Sequence[np.ndarray]) -> float:
+    """Mean share of a part box's area that lies on the item: boxes N x K x 4 normalised x1,y1,x2,y2;
+    masks N arrays S x S bool (the frames the boxes were found on). 1.0 = every box fully on the item."""
+    shares = []
+    for item_boxes, mask in zip(boxes, masks):
+        side = mask.shape[0]
+        for x1, y1, x2, y2 in np.clip(np.round(np.asarray(item_boxes) * side), 0, side).astype(int):
+            window = mask[y1:y2, x1:x2]
+            shares.append(float(window.mean()) if window.size else 0.0)
+    if not shares:
+        raise SuiteError("no boxes to score")
+    return float(np.mean(shares))
+
+
 def run_suite(
     items: Sequence[SuiteItem],
     predict_fn: PredictFn,
@@ -301,4 +315,6 @@ def format_results(result: dict) -> str:
     adv = result.get("adversarial")
     if adv:
         lines.append(f"| adversarial background (M={adv['m']}) | {100 * adv['accuracy']:.1f}% |")
+    if "boxes_on_item" in result:
+        lines.append(f"| part-box area on the item (original) | {100 * result['boxes_on_item']:.1f}% |")
     return "\n".join(lines)

@@ -163,29 +163,51 @@ class AugmentConfig:
     offset: float = 8.0
 
 
-def augment_frame(frame: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """F x F x 3 uint8 RGB -> F x F x 3 uint8 RGB, randomly flipped/turned/rotated/jittered."""
-    out = frame
+def augment_frame(
+    frame: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, mask: np.ndarray | None = None
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """F x F x 3 uint8 RGB -> F x F x 3 uint8 RGB, randomly flipped/turned/rotated/jittered.
+
+    With `mask` (F x F uint8), returns (frame, mask) with the same geometric changes applied to the mask
+    (nearest-neighbour rotation); the random draws are the same with or without a mask."""
+    out, m = frame, mask
     if cfg.flips and rng.random() < 0.5:
         out = out[:, ::-1]
+        m = m[:, ::-1] if m is not None else None
     if cfg.flips and rng.random() < 0.5:
         out = out[::-1]
+        m = m[::-1] if m is not None else None
     if cfg.rot90:
-        out = np.rot90(out, int(rng.integers(4)))
+        turns = int(rng.integers(4))
+        out = np.rot90(out, turns)
+        m = np.rot90(m, turns) if m is not None else None
     out = np.ascontiguousarray(out)
+    m = np.ascontiguousarray(m) if m is not None else None
     if cfg.max_rotation > 0 and rng.random() < cfg.p_rotate:
         size = out.shape[0]
-        m = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), float(rng.uniform(-cfg.max_rotation, cfg.max_rotation)), 1.0)
-        out = cv2.warpAffine(out, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        rot = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), float(rng.uniform(-cfg.max_rotation, cfg.max_rotation)), 1.0)
+        out = cv2.warpAffine(out, rot, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        if m is not None:
+            m = cv2.warpAffine(m, rot, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
     if cfg.gain > 0 or cfg.offset > 0:
         gain = rng.uniform(1 - cfg.gain, 1 + cfg.gain, 3).astype(np.float32)
         offset = rng.uniform(-cfg.offset, cfg.offset, 3).astype(np.float32)
         out = np.clip(out.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
-    return out
+    return out if mask is None else (out, m)
+
+
+def foreground_target(mask: np.ndarray | None, size: int) -> torch.Tensor:
+    """F x F uint8 mask (or None) -> [1, size, size] float32 foreground fraction in [0, 1]; all -1 when
+    the sample has no mask (the loss skips it)."""
+    if mask is None:
+        return torch.full((1, size, size), -1.0)
+    small = cv2.resize((mask >= 128).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(small)[None]
 
 
 class FrameDataset(Dataset):
-    """Samples -> (image [3,S,S] float32 in [0,1], frame [3,F,F] uint8 RGB, label int64).
+    """Samples -> (image [3,S,S] float32 in [0,1], frame [3,F,F] uint8 RGB, label int64), and with
+    `with_masks` a fourth item: the foreground of the (augmented) frame, foreground_target at S x S.
 
     Frames are prepared with edge_runtime.preprocess.prepare_frame and cached in memory (F x F x 3 uint8
     each). With a sample transform (background replacement), which must run anew every time, the cache
@@ -203,6 +225,7 @@ class FrameDataset(Dataset):
         sample_transform: SampleTransform | None = None,
         seed: int = 0,
         cache: bool = True,
+        with_masks: bool = False,
     ) -> None:
         self.root = Path(root)
         self.samples = list(samples)
@@ -211,9 +234,11 @@ class FrameDataset(Dataset):
         self.sample_transform = sample_transform
         self.seed = seed
         self.epoch = 0
+        self.with_masks = with_masks
         self.cache: dict[int, np.ndarray] | None = {} if cache and sample_transform is None else None
         self.sources: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = (
             {} if cache and sample_transform is not None else None)
+        self.masks: dict[int, np.ndarray | None] | None = {} if cache and with_masks else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -269,6 +294,8 @@ class FrameDataset(Dataset):
             self._source(index)
         else:
             self.frame(index)
+            if self.with_masks:
+                self.frame_mask(index)
 
     def frame(self, index: int) -> np.ndarray:
         """The prepared (not augmented) frame of a sample: F x F x 3 uint8 RGB."""
@@ -282,12 +309,32 @@ class FrameDataset(Dataset):
             self.cache[index] = frame
         return frame
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def frame_mask(self, index: int) -> np.ndarray | None:
+        """The sample's foreground mask squared like its frame: F x F uint8, or None without a mask file."""
+        if self.sample_transform is not None:
+            return self._source(index)[1]
+        if self.masks is not None and index in self.masks:
+            return self.masks[index]
+        mask = self._mask(self.samples[index])
+        if mask is not None:
+            mask = square_frame(mask, self.preprocess.frame_size, nearest=True)
+        if self.masks is not None:
+            self.masks[index] = mask
+        return mask
+
+    def __getitem__(self, index: int) -> tuple:
         frame = self.frame(index)
+        mask = self.frame_mask(index) if self.with_masks else None
         if self.augment is not None:
-            frame = augment_frame(frame, self.augment, self._rng(index))
+            if mask is not None:
+                frame, mask = augment_frame(frame, self.augment, self._rng(index), mask)
+            else:
+                frame = augment_frame(frame, self.augment, self._rng(index))
         image = torch.from_numpy(global_input(frame, self.preprocess)[0])
-        return image, torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))), self.samples[index].label
+        item = (image, torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))), self.samples[index].label)
+        if self.with_masks:
+            item += (foreground_target(mask, self.preprocess.global_size),)
+        return item
 
 
 def select_split(data: str | Path, split: str, classes: Sequence[str], seed: int = 0) -> tuple[DataIndex, list[Sample]]:

@@ -54,7 +54,7 @@ Examples:
 @bg_train_options
 def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, seed, resume, no_fpn, no_parts,
          part_backbone, global_weight, part_weight, no_augment, frame_size, global_size, crop_size, k, stability, threads, workers, as_json, debug,
-         bg_replace, backgrounds, blend) -> None:
+         bg_replace, backgrounds, blend, fg_prior) -> None:
     """Train MGFEN (global branch + FPN heatmap + full-resolution part crops) and test the best epoch."""
     try:
         from train.trainer import TrainConfig, train
@@ -64,7 +64,8 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
                           use_parts=not no_parts, part_backbone=part_backbone, global_weight=global_weight,
                           part_weight=part_weight, augment=not no_augment, frame_size=frame_size,
                           global_size=global_size, crop_size=crop_size, k=k, stability=stability, threads=threads,
-                          workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend)
+                          workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend,
+                          fg_prior=fg_prior)
         summary = train(cfg)
     except MgfenError as exc:
         if debug:

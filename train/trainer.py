@@ -74,6 +74,7 @@ class TrainConfig:
     bg_replace: float = 0.0  # probability of online background replacement (needs DATA/masks); 0 = off
     backgrounds: str | None = None  # background photo folder; None = the procedural families
     blend: str = "alpha"
+    fg_prior: float = 0.0  # weight of the heatmap foreground prior (train.loss); used where DATA/masks exist
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -220,7 +221,9 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
     out.mkdir(parents=True, exist_ok=True)
     dhash = data_hash(index.root, index.samples)
 
-    train_ds = FrameDataset(index.root, train_s, pre, AugmentConfig() if cfg.augment else None, transform, seed=cfg.seed)
+    with_masks = cfg.fg_prior > 0 and model_cfg.use_parts and (Path(index.root) / "masks").is_dir()
+    train_ds = FrameDataset(index.root, train_s, pre, AugmentConfig() if cfg.augment else None, transform, seed=cfg.seed,
+                            with_masks=with_masks)
     val_ds = FrameDataset(index.root, val_s, pre)
     test_ds = FrameDataset(index.root, test_s, pre)
     # Prepare every frame once up front: fails early on an unreadable image and makes epochs cheap.
@@ -243,7 +246,7 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg.lr * 0.01)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    loss_cfg = LossConfig(part_weight=cfg.part_weight, vote_weight=cfg.vote_weight)
+    loss_cfg = LossConfig(part_weight=cfg.part_weight, vote_weight=cfg.vote_weight, fg_weight=cfg.fg_prior if with_masks else 0.0)
 
     start_epoch, best, history = 1, None, []
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -270,13 +273,15 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
         sums: dict[str, float] = {}
         correct = seen = 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not (main and cfg.progress))
-        for image, frame, label in bar:
+        for batch in bar:
+            image, frame, label = batch[:3]
+            fg = batch[3].to(device, non_blocking=True) if with_masks else None
             image = image.to(device, non_blocking=True)
             frame = frame.to(device, non_blocking=True).float().div_(255.0)
             label = label.to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 out_d = net(image, frame)
-            loss, terms = mgfen_loss(out_d, label, loss_cfg)
+            loss, terms = mgfen_loss(out_d, label, loss_cfg, fg)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
