@@ -12,7 +12,7 @@ Rules:
 - Content hashes (sha256 of the file bytes) of the picks must not meet those of the evaluation images:
   an overlap is refused (CalibrationError), since calibrating on the images that then judge the INT8
   model hides exactly the accuracy loss the gate is there to catch.
-- No images: refused. Random data is never substituted.
+- No images, or a picked image that does not decode: refused. Random data is never substituted.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calibration import CalibrationError
+from edge_runtime.errors import ImageError
 from edge_runtime.manifest import sha256_file
 from edge_runtime.names import CLASS_NAMES
-from edge_runtime.preprocess import list_images
+from edge_runtime.preprocess import list_images, read_image
 
 UNKNOWN = "?"
 EVAL_SPLITS = ("val", "test")
@@ -158,8 +159,8 @@ def select_calibration(folder: str | Path, n: int, eval_dirs: list[str | Path] |
     """Choose up to `n` calibration images from `folder` (see module doc).
 
     eval_dirs: evaluation folders (e.g. --val) whose images must not be chosen, in addition to a dataset
-    root's own val/ and test/. Raises CalibrationError for a missing or empty folder, n < 1, or an
-    overlap by content hash with any evaluation image.
+    root's own val/ and test/. Raises CalibrationError for a missing or empty folder, n < 1, a picked
+    image that does not decode, or an overlap by content hash with any evaluation image.
     """
     if n < 1:
         raise CalibrationError(f"--calib-n must be >= 1, got {n}")
@@ -168,6 +169,11 @@ def select_calibration(folder: str | Path, n: int, eval_dirs: list[str | Path] |
         raise CalibrationError(f"{folder}: no calibration images found (INT8 needs real images; "
                                "random data is never used)")
     picked = stratified_pick(images, n)
+    for im in picked:  # an image that does not decode fails now, not after an export has started writing
+        try:
+            read_image(im.path)
+        except ImageError as exc:
+            raise CalibrationError(f"unusable calibration image: {exc}") from None
     picked = [CalibrationImage(im.path, im.relpath, sha256_file(im.path), im.label, im.background)
               for im in picked]
     all_evals = sorted({Path(p).resolve() for p in [*evals, *(eval_dirs or [])]})

@@ -21,6 +21,8 @@ PRECISION_CHOICES = ("auto",) + tuple(PRECISIONS) + ("all",)
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path), help="Bundle folder.")
+@click.option("--trust", type=click.Path(path_type=Path), default=None,
+              help="Public key (PEM, from mgfen-keygen): refuse a bundle not signed by it or altered since.")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
               help="all: onnxruntime and native TensorRT, each in its own row.")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
@@ -35,8 +37,8 @@ PRECISION_CHOICES = ("auto",) + tuple(PRECISIONS) + ("all",)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Also write device, config and rows as JSON ('-' for stdout).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(bundle_dir: Path, backend: str, precision: str, frames: int, warmup: int, source: str | None,
-         labels_dir: Path | None, threads: int | None, json_path: Path | None, debug: bool) -> None:
+def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, frames: int, warmup: int,
+         source: str | None, labels_dir: Path | None, threads: int | None, json_path: Path | None, debug: bool) -> None:
     """Measure latency per stage (capture, gate, preprocess, global, crop, parts, vote, total):
     min/p50/p90/p99/mean ms, FPS, peak memory, model size, and accuracy with --labels.
 
@@ -50,7 +52,7 @@ def main(bundle_dir: Path, backend: str, precision: str, frames: int, warmup: in
     if labels_dir is not None and source is None:
         raise click.UsageError("--labels needs --source file://PATH")
     try:
-        bundle = load_bundle(bundle_dir)
+        bundle = load_bundle(bundle_dir, trust=trust)
         labels = load_labels(labels_dir, bundle.manifest.classes) if labels_dir is not None else None
         backends = ["ort", "trt"] if backend == "all" else [backend]
         precisions = list(PRECISIONS) if precision == "all" else [precision]

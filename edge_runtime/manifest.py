@@ -1,8 +1,9 @@
 """The bundle manifest: the only thing the runtime reads about a model.
 
 A bundle is a folder with manifest.json and model files. export/ writes it with `write_manifest`; the
-scanner reads it with `load_manifest`, which rejects unknown keys, a newer schema, missing files and any
-file whose sha256 no longer matches. The model id is the sha256 of manifest.json's bytes.
+scanner reads it with `load_bundle`, which rejects unknown keys, a newer schema, missing files and any
+file whose sha256 no longer matches, and with `trust=PUBKEY` a manifest.json not signed by that key
+(edge_runtime.signing). The model id is the sha256 of manifest.json's bytes.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class Manifest:
                 schema_version=int(data["schema_version"]),
                 toolkit_version=str(data.get("toolkit_version", "")),
             )
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise BundleError(f"manifest: {exc}") from None
         if len(manifest.classes) < 2 or manifest.k < 1 or not 0.0 < manifest.box_size <= 1.0:
             raise BundleError("manifest: need >= 2 classes, k >= 1 and 0 < box_size <= 1")
@@ -173,11 +174,13 @@ def write_manifest(root: str | Path, manifest: Manifest) -> Path:
     return out
 
 
-def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
+def load_bundle(root: str | Path, verify: bool = True, trust: str | Path | None = None) -> Bundle:
     """Load and check a bundle folder.
 
     Raises BundleError when the folder or manifest.json is missing or malformed, a listed file is
-    missing, or (verify=True) a file's sha256 differs from the manifest.
+    missing, or (verify=True) a file's sha256 differs from the manifest. With `trust` (a public key PEM
+    file, edge_runtime.signing) manifest.json must also carry a valid signature by that key in
+    manifest.sig: the signature is checked over the same bytes that are then parsed, before parsing.
     """
     root = Path(root)
     path = root / MANIFEST_FILE
@@ -186,9 +189,21 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     if not path.is_file():
         raise BundleError(f"{root}: not a bundle (no {MANIFEST_FILE})")
     raw = path.read_bytes()
+    if trust is not None:
+        from edge_runtime.signing import verify_manifest  # cryptography is only needed for signed bundles
+
+        verify_manifest(root, raw, trust)
+    return bundle_from_bytes(root, raw, verify)
+
+
+def bundle_from_bytes(root: str | Path, raw: bytes, verify: bool = True) -> Bundle:
+    """The Bundle whose manifest.json holds `raw` (already read from ROOT): parse it and check the
+    listed files (present; with verify, matching their sha256). BundleError otherwise."""
+    root = Path(root)
+    path = root / MANIFEST_FILE
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
     manifest = Manifest.from_dict(data)
     for name, entry in sorted(manifest.files.items()):

@@ -18,6 +18,7 @@ PARTS_OUTPUTS = (PART_LOGITS,)
 
 GRAPHS = ("global", "parts")
 MANIFEST_FILE = "manifest.json"
+SIGNATURE_FILE = "manifest.sig"  # Ed25519 signature over manifest.json's bytes (edge_runtime.signing)
 REPORT_FILE = "report.json"
 ENGINE_DIR = "engines"
 

@@ -85,21 +85,66 @@ def _looks_truncated(data: bytes) -> bool:
     return False
 
 
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT/JPG/DAC)
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP header without decoding, or None for other or odd data.
+
+    Lets decode_image refuse a decompression bomb before OpenCV allocates its pixels.
+    """
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data.startswith(b"BM") and len(data) >= 26:
+        return (abs(int.from_bytes(data[18:22], "little", signed=True)),
+                abs(int.from_bytes(data[22:26], "little", signed=True)))
+    if data.startswith(b"\xff\xd8"):
+        i = 2
+        while i + 4 <= len(data) and data[i] == 0xFF:
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length
+                i += 2
+                continue
+            if marker in _JPEG_SOF and i + 9 <= len(data):
+                return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+            if marker == 0xDA:  # start of scan: no frame header before it
+                return None
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes to HxWx3 uint8 BGR.
 
     Grayscale, RGBA and 16-bit files are converted (see to_bgr8). Zero-byte, truncated and non-image
-    data raise ImageError naming `name`.
+    data raise ImageError naming `name`; so does a PNG/JPEG/BMP whose header declares more than
+    MAX_PIXELS pixels, before any pixel memory is allocated.
     """
     if len(data) == 0:
         raise ImageError(f"{name}: empty file (0 bytes)")
     if _looks_truncated(data):
         raise ImageError(f"{name}: truncated image file")
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ImageError(f"{name}: frame {size[0]}x{size[1]} is too large (maximum {MAX_PIXELS} pixels)")
     buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV asserts on some headers (e.g. beyond its own pixel limit)
+        raise ImageError(f"{name}: not a readable image ({_cv_reason(exc)})") from None
     if img is None:
         raise ImageError(f"{name}: not a readable image")
     return to_bgr8(img, name)
+
+
+def _cv_reason(exc: Exception) -> str:
+    """The one informative line of an OpenCV error ("(-215:Assertion failed) ... in function 'f'")."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text.split(" error: ", 1)[-1]
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -135,7 +180,7 @@ def to_bgr8(img: np.ndarray, name: str = "<array>") -> np.ndarray:
     if h * w > MAX_PIXELS:
         raise ImageError(f"{name}: frame {w}x{h} is too large (maximum {MAX_PIXELS} pixels)")
     if img.dtype == np.uint16:
-        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        img = cv2.convertScaleAbs(img, alpha=1.0 / 257.0)  # round(x / 257), no wide temporary copies
     elif img.dtype in (np.float32, np.float64):
         if not np.isfinite(img).all() or img.min() < 0.0 or img.max() > 1.0:
             raise ImageError(f"{name}: float images must hold finite values in [0, 1]")

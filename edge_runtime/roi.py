@@ -108,11 +108,15 @@ def crop_rois(frame: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
                 crop = window[(yl - ya)[:, None], (xl - xa)[None, :]]
             np.multiply(crop.transpose(2, 0, 1), scale, out=out[k], casting="unsafe")
             continue
+        # Interpolation as a + (b - a) * f: with rounding it never leaves [min(a, b), max(a, b)], so
+        # uint8 input stays in [0, 1] (a * (1 - f) + b * f can give 255.00002).
         fy32 = fy.astype(np.float32)[:, None, None]
-        rows = window[yl - ya].astype(np.float32) * (1 - fy32) + window[yh - ya].astype(np.float32) * fy32
+        top = window[yl - ya].astype(np.float32)
+        rows = top + (window[yh - ya].astype(np.float32) - top) * fy32
         il, ih = xl - xa, xh - xa
         fx32 = fx.astype(np.float32)[None, :, None]
-        crop = rows[:, il] * (1 - fx32) + rows[:, ih] * fx32
+        left = rows[:, il]
+        crop = left + (rows[:, ih] - left) * fx32
         crop *= ((vy[:, None] & vx[None, :])[:, :, None] * scale).astype(np.float32)
         out[k] = crop.transpose(2, 0, 1)
     return out

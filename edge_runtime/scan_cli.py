@@ -44,6 +44,7 @@ def main() -> None:
     Examples:
       mgfen-scan run --bundle runs/demo/bundle --source csi://0
       mgfen-scan run --bundle B --source picam://0 --audit audit.db --out events.jsonl
+      mgfen-scan run --bundle B --trust keys/team.pub --source csi://0   # signed bundles only
       mgfen-scan run --bundle B --source file://data/test --labels data/test --no-gate
       mgfen-scan audit export --db audit.db --csv verdicts.csv
     """
@@ -52,6 +53,8 @@ def main() -> None:
 @main.command("run")
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path),
               help="Bundle folder (manifest.json + ONNX files).")
+@click.option("--trust", type=click.Path(path_type=Path), default=None,
+              help="Public key (PEM, from mgfen-keygen): refuse a bundle not signed by it or altered since.")
 @click.option("--source", required=True,
               help="picam://N, csi://N, v4l2:///dev/videoN, file://PATH (image, folder, glob, video), rtsp://...")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
@@ -82,10 +85,11 @@ def main() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @sink_options
-def run_command(bundle_dir: Path, source: str, backend: str, precision: str | None, session_frames: int,
-                min_frames: int, loop: bool, rate: float | None, out: str | None, audit_db: Path | None,
-                max_frames: int | None, labels_dir: Path | None, summary_json: Path | None, no_gate: bool,
-                min_focus: float, frame_timeout: float, threads: int | None, debug: bool, **sink_opts) -> None:
+def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str, precision: str | None,
+                session_frames: int, min_frames: int, loop: bool, rate: float | None, out: str | None,
+                audit_db: Path | None, max_frames: int | None, labels_dir: Path | None,
+                summary_json: Path | None, no_gate: bool, min_focus: float, frame_timeout: float,
+                threads: int | None, debug: bool, **sink_opts) -> None:
     """Scan: source -> quality gate -> model -> sessions -> events (one JSON object per line).
 
     \b
@@ -96,7 +100,7 @@ def run_command(bundle_dir: Path, source: str, backend: str, precision: str | No
     if min_frames > session_frames:
         raise click.UsageError("--min-frames cannot exceed --session-frames")
     try:
-        bundle = load_bundle(bundle_dir)
+        bundle = load_bundle(bundle_dir, trust=trust)
         labels = load_labels(labels_dir, bundle.manifest.classes) if labels_dir is not None else None
         src = open_source(source, loop=loop, rate=rate, capture=CaptureConfig(frame_timeout=frame_timeout))
         if labels is not None and not source.startswith("file://") and "://" in source:
@@ -104,6 +108,11 @@ def run_command(bundle_dir: Path, source: str, backend: str, precision: str | No
         runner = ModelRunner.open(bundle, backend, precision, threads)
     except MgfenError as exc:
         _fail(exc, debug)
+    if trust is not None:
+        for name in runner.backend_names:
+            if name.startswith("trt:") or "Tensorrt" in name:
+                click.echo(f"warning: --trust covers manifest.json and its ONNX files, not the TensorRT engine "
+                           f"cache in {bundle_dir}/engines used by {name}", err=True)
     tracker = SessionTracker(SessionConfig(session_frames=session_frames, min_frames=min_frames),
                              bundle.manifest.thresholds)
     cfg = ScanConfig(max_frames=max_frames, gate=QualityConfig(min_focus=min_focus, enabled=not no_gate))

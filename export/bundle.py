@@ -2,9 +2,10 @@
 
     report = export_bundle(Path("ckpt.pt"), Path("bundle"), ExportConfig(int8=True, calib=Path("data")))
 
-Order matters: inputs are validated first (checkpoint, output folder, calibration images) so bad input
-fails in a second; manifest.json is written last and only when every check passed, so a folder without a
-manifest is never mistaken for a usable bundle. report.json is written in every case that got as far as
+Order matters: inputs are validated first (checkpoint, output folder; evaluation and calibration images
+must decode) so bad input fails in a second and leaves an earlier bundle in the output folder as it was;
+manifest.json is written last and only when every check passed, so a folder without a manifest is never
+mistaken for a usable bundle. report.json is written in every case that got as far as
 exporting, with the reason for a failure.
 """
 
@@ -32,7 +33,8 @@ from calibration.reader import GlobalReader, PartsReader
 from calibration.select import CalibrationSet, select_calibration, stratified_pick, candidates
 from edge_runtime import __version__, names
 from edge_runtime.manifest import FileEntry, Manifest, sha256_file, write_manifest
-from edge_runtime.preprocess import list_images
+from edge_runtime.errors import ImageError
+from edge_runtime.preprocess import list_images, read_image
 from edge_runtime.roi import Thresholds
 from export import ExportError
 from export.onnx_export import DEFAULT_OPSET, export_graphs
@@ -105,14 +107,21 @@ def load_model(ckpt: Path):
 
 
 def evaluation_folder(config: ExportConfig) -> Path | None:
-    """--val, else the val/ split of a dataset-root --calib folder, else None."""
+    """--val, else the val/ split of a dataset-root --calib folder, else None. Every image in it must
+    decode (ExportError naming the first that does not): it is checked before the bundle is written."""
+    val = None
     if config.val is not None:
         if not Path(config.val).is_dir():
             raise ExportError(f"{config.val}: --val folder not found")
-        return Path(config.val)
-    if config.calib is not None and (Path(config.calib) / "train").is_dir() and (Path(config.calib) / "val").is_dir():
-        return Path(config.calib) / "val"
-    return None
+        val = Path(config.val)
+    elif config.calib is not None and (Path(config.calib) / "train").is_dir() and (Path(config.calib) / "val").is_dir():
+        val = Path(config.calib) / "val"
+    for path in list_images(val) if val is not None else []:
+        try:
+            read_image(path)
+        except ImageError as exc:
+            raise ExportError(f"unusable evaluation image: {exc}") from None
+    return val
 
 
 def parity_frames(model, config: ExportConfig, val: Path | None, calib: CalibrationSet | None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import traceback
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import click
 
+from edge_runtime import names
 from edge_runtime.errors import MgfenError
+from edge_runtime.signing import load_signing_key, sign_bundle
 
 EPILOG = """\b
 Examples:
@@ -17,6 +20,7 @@ Examples:
   mgfen-export ckpt.pt --out bundle --int8 --calib data/train --val data/val
   mgfen-export ckpt.pt --out bundle --int8 --calib data          # dataset root: train/ calibrates,
                                                                  # val/ gates, val/ + test/ kept off
+  mgfen-export ckpt.pt --out bundle --sign keys/team.key         # signed (keys: mgfen-keygen)
   mgfen-export bundle --engine --precision int8                  # on the Jetson: engines only
 """
 
@@ -41,11 +45,14 @@ Examples:
 @click.option("--engine", is_flag=True, help="Build TensorRT engines into BUNDLE/engines (on the device).")
 @click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True,
               help="Engine precision (int8 builds from the TensorRT-flavour QDQ file).")
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path), default=None,
+              help="Private key (PEM, from mgfen-keygen): sign the written bundle (manifest.sig); checked "
+                   "before the export starts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | None, calib_n: int,
          calib_method: str, int8_flavours: str, val: Path | None, max_int8_drop: float, force: bool, engine: bool,
-         precision: str, as_json: bool, debug: bool) -> None:
+         precision: str, sign_key: Path | None, as_json: bool, debug: bool) -> None:
     """Export checkpoint SOURCE into a bundle folder; or, with --engine and SOURCE a bundle folder,
     build that bundle's TensorRT engines on this device."""
     def log(msg: str) -> None:
@@ -57,19 +64,29 @@ def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | N
             if not engine:
                 raise click.UsageError(f"{source} is a bundle; pass a checkpoint, or --engine to build engines")
             bundle = out or source
+            if sign_key is not None:
+                raise click.UsageError("--sign signs a bundle written from a checkpoint; engines are not "
+                                       "covered by the signature")
         else:
             if out is None:
                 raise click.UsageError("--out BUNDLE is required when exporting a checkpoint")
             if int8 and calib is None:
                 raise click.UsageError("--int8 needs --calib DIR with real images (random data is never used)")
+            signer = load_signing_key(sign_key) if sign_key is not None else None  # fail before the export
             from export.bundle import ExportConfig, export_bundle  # torch is imported here, not for --engine
 
             config = ExportConfig(opset=opset, int8=int8, calib=calib, calib_n=calib_n,
                                   calib_method=calib_method, val=val, max_int8_drop=max_int8_drop, force=force,
                                   int8_flavours=tuple(int8_flavours.split(",")))
+            with contextlib.suppress(OSError):  # a stale signature; an unwritable --out is reported below
+                (out / names.SIGNATURE_FILE).unlink(missing_ok=True)
             report = export_bundle(source, out, config, log)
             bundle = out
             log(f"bundle written to {out}")
+            if signer is not None:
+                sig = sign_bundle(out, signer)
+                report["signature"] = {"file": str(sig), "key_id": signer.key_id}
+                log(f"signed {names.MANIFEST_FILE} with key {signer.key_id} ({sig.name})")
         if engine:
             from export.engine import ensure_engines
 
