@@ -1,0 +1,300 @@
+"""Helpers shared by the benchmark scripts (run them as `python benchmarks/<script>.py`; this folder is
+then on sys.path, so `import _common` works).
+
+- synthetic_data / sample_frames: the cached synthetic dataset (train.synth) and real BGR frames from it;
+- run_rounds / summarise: variants timed round by round in alternating order, min / median / FPS;
+- count_macs: multiply-accumulates of an ONNX graph (Conv incl. grouped/depthwise, ConvTranspose,
+  Gemm, MatMul), from the tensor shapes of one onnxruntime run;
+- conv_graph / matmul_graph: single-op FP32 or QDQ U8S8 graphs for measuring the MAC/s a CPU achieves.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_runtime.preprocess import list_images, read_image
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def synthetic_data(out: Path, n: int, size: int = 1024, seed: int = 0, log: Callable[[str], None] = print) -> Path:
+    """The synthetic dataset in `out` (train.synth layout), generated once and reused afterwards."""
+    from train.synth import SynthConfig, generate_dataset
+
+    out = Path(out)
+    if not (out / "manifest.csv").is_file():
+        t0 = time.perf_counter()
+        generate_dataset(out, SynthConfig(n=n, size=size, seed=seed), workers=2, overwrite=True)
+        log(f"synthetic data: {n} frames of {size} px in {time.perf_counter() - t0:.0f} s -> {out}")
+    return out
+
+
+def sample_frames(data: Path, count: int) -> list[np.ndarray]:
+    """Up to `count` HxWx3 uint8 BGR frames of the dataset's test split (sorted, evenly spread)."""
+    paths = list_images(Path(data) / "test") or list_images(data)
+    if not paths:
+        raise FileNotFoundError(f"{data}: no images")
+    if len(paths) > count:
+        paths = [paths[(i * len(paths)) // count] for i in range(count)]
+    return [read_image(p) for p in paths]
+
+
+# ------------------------------------------------------------------------------------------------ timing
+
+
+def run_rounds(variants: dict[str, Callable[[int], dict]], rounds: int, warmup: int,
+               progress: Callable[[int], None] | None = None) -> dict[str, list[dict]]:
+    """Call every variant once per round (`fn(round_index) -> sample dict`), the order reversed on odd
+    rounds, so slow drifts of machine load hit all variants alike. The first `warmup` rounds are
+    dropped. Returns {name: [sample per timed round]}."""
+    samples: dict[str, list[dict]] = {k: [] for k in variants}
+    order = list(variants)
+    for r in range(warmup + rounds):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            s = variants[name](r)
+            if r >= warmup:
+                samples[name].append(s)
+        if progress is not None:
+            progress(r)
+    return samples
+
+
+def summarise(values_ms: Sequence[float]) -> dict:
+    """min / median / mean (ms) and FPS at the median of a list of per-frame times."""
+    med = statistics.median(values_ms)
+    return {"min_ms": round(min(values_ms), 3), "median_ms": round(med, 3),
+            "mean_ms": round(statistics.fmean(values_ms), 3), "fps": round(1000.0 / med, 2), "n": len(values_ms)}
+
+
+# ------------------------------------------------------------------------------------------------ MACs
+
+# op type -> category; a Conv whose group equals its input channels (and > 1) is "ConvDepthwise",
+# any other group > 1 is "ConvGrouped".
+COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _initializer_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    return {i.name: tuple(int(d) for d in i.dims) for i in model.graph.initializer}
+
+
+def tensor_shapes(model: onnx.ModelProto, tensors: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Concrete shapes of the named intermediate float tensors: one onnxruntime run (zeros in, no graph
+    optimisation) with those tensors added as graph outputs. Exact even where ONNX shape inference
+    leaves a dimension symbolic. Every graph input must have a fixed shape."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    for name in tensors:
+        if name not in present:
+            probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+            present.add(name)
+    inits = {i.name for i in probe.graph.initializer}
+    feeds = {}
+    for inp in probe.graph.input:
+        if inp.name in inits:
+            continue
+        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+        if any(d <= 0 for d in dims):
+            raise ValueError(f"input {inp.name!r} has no fixed shape ({dims}); MACs need fixed shapes")
+        dtype = helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+        feeds[inp.name] = np.zeros(dims, dtype=dtype)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    wanted = list(dict.fromkeys(tensors))
+    outs = sess.run(wanted, feeds)
+    return {n: tuple(int(d) for d in o.shape) for n, o in zip(wanted, outs)}
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def count_macs(model: onnx.ModelProto) -> dict[str, int]:
+    """Multiply-accumulates of one run of an FP32 ONNX graph, by category.
+
+    Counted (weights as initializers or computed tensors alike):
+      Conv           N * Cout * prod(out spatial) * (Cin / group) * prod(kernel)
+                     (category Conv, ConvGrouped for 1 < group < Cin, ConvDepthwise for group == Cin > 1)
+      ConvTranspose  N * Cin * prod(in spatial) * (Cout / group) * prod(kernel)
+      Gemm           M * N * K
+      MatMul         (elements of the output) * K, i.e. batch * M * N * K after broadcasting
+    Not counted: bias adds, activations, normalisation, pooling, Resize, elementwise ops, reductions
+    (all O(elements), small next to the above in these CNNs). Returns {category: MACs, "total": sum}.
+    """
+    init = _initializer_shapes(model)
+    nodes = [n for n in model.graph.node if n.op_type in COUNTED_OPS]
+    needed = []
+    for n in nodes:
+        needed += [t for t in list(n.input[:2]) + [n.output[0]] if t and t not in init]
+    shapes = dict(init)
+    shapes.update(tensor_shapes(model, needed) if needed else {})
+    macs: dict[str, int] = {}
+
+    def add(cat: str, value: int) -> None:
+        macs[cat] = macs.get(cat, 0) + int(value)
+
+    for n in nodes:
+        a, b, y = shapes[n.input[0]], shapes[n.input[1]], shapes[n.output[0]]
+        if n.op_type == "Conv":
+            group = int(_attr(n, "group", 1))
+            cin = a[1]
+            cat = "Conv" if group == 1 else ("ConvDepthwise" if group == cin else "ConvGrouped")
+            # y: [N, Cout, *spatial]; w: [Cout, Cin/group, *kernel]
+            add(cat, y[0] * y[1] * int(np.prod(y[2:])) * b[1] * int(np.prod(b[2:])))
+        elif n.op_type == "ConvTranspose":
+            group = int(_attr(n, "group", 1))
+            # x: [N, Cin, *spatial]; w: [Cin, Cout/group, *kernel]
+            add("ConvTranspose", a[0] * a[1] * int(np.prod(a[2:])) * b[1] * int(np.prod(b[2:])))
+        elif n.op_type == "Gemm":
+            k = a[0] if _attr(n, "transA", 0) else a[1]
+            add("Gemm", int(np.prod(y)) * k)
+        else:  # MatMul: every output element is one length-K dot product, whatever the broadcasting
+            add("MatMul", int(np.prod(y)) * a[-1])
+    macs["total"] = sum(macs.values())
+    return macs
+
+
+# ---------------------------------------------------------------------------------- MAC/s micro-graphs
+
+OPSET = 17
+IR_VERSION = 8  # what opset 17 needs; onnxruntime accepts it whatever the installed onnx's latest IR is
+
+
+def _model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "micro", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def _qdq_act(name: str, scale: float, nodes: list, inits: list) -> str:
+    """Append QuantizeLinear -> DequantizeLinear (uint8, zero point 128) on tensor `name`; return the
+    dequantised tensor's name."""
+    inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s"),
+              numpy_helper.from_array(np.array(128, np.uint8), f"{name}_z")]
+    nodes += [helper.make_node("QuantizeLinear", [name, f"{name}_s", f"{name}_z"], [f"{name}_q"]),
+              helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"])]
+    return f"{name}_dq"
+
+
+def _qdq_weight(w: np.ndarray, axis: int | None, nodes: list, inits: list) -> str:
+    """int8 symmetric weights (per channel along `axis`, or per tensor) + DequantizeLinear; returns the
+    dequantised tensor's name."""
+    if axis is None:
+        scale = np.array(np.abs(w).max() / 127.0, np.float32)
+        zero = np.array(0, np.int8)
+        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        attrs = {}
+    else:
+        red = tuple(i for i in range(w.ndim) if i != axis)
+        scale = (np.abs(w).max(axis=red) / 127.0).astype(np.float32)
+        zero = np.zeros(scale.shape, np.int8)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        attrs = {"axis": axis}
+    inits += [numpy_helper.from_array(q, "w_q"), numpy_helper.from_array(scale, "w_s"),
+              numpy_helper.from_array(zero, "w_z")]
+    nodes.append(helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w_dq"], **attrs))
+    return "w_dq"
+
+
+def conv_graph(cin: int, cout: int, kernel: int, size: int, group: int = 1, int8: bool = False,
+               seed: int = 0) -> tuple[onnx.ModelProto, int]:
+    """One Conv (stride 1, same padding, no bias) on x [1,cin,size,size] float32 -> y [1,cout,size,size].
+    int8: QDQ U8S8 as the bundle's cpu flavour (uint8 activations in and out, int8 per-channel weights),
+    which onnxruntime fuses into QLinearConv. Returns (model, MACs)."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((cout, cin // group, kernel, kernel)).astype(np.float32) * 0.05
+    nodes: list = []
+    inits: list = []
+    x_in = _qdq_act("x", 0.02, nodes, inits) if int8 else "x"
+    if int8:
+        w_in = _qdq_weight(w, 0, nodes, inits)
+    else:
+        inits.append(numpy_helper.from_array(w, "w"))
+        w_in = "w"
+    pad = kernel // 2
+    nodes.append(helper.make_node("Conv", [x_in, w_in], ["y"], kernel_shape=[kernel, kernel],
+                                  pads=[pad] * 4, group=group))
+    out = _qdq_act("y", 0.05, nodes, inits) if int8 else "y"
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, size, size])],
+                   [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, cout, size, size])], inits)
+    return model, size * size * cout * (cin // group) * kernel * kernel
+
+
+def matmul_graph(m: int, k: int, n: int, int8: bool = False, seed: int = 0) -> tuple[onnx.ModelProto, int]:
+    """a [m,k] float32 @ constant b [k,n] -> [m,n]; int8: QDQ U8S8 (per-tensor weights). Returns
+    (model, MACs)."""
+    rng = np.random.default_rng(seed)
+    b = rng.standard_normal((k, n)).astype(np.float32) * 0.05
+    nodes: list = []
+    inits: list = []
+    a_in = _qdq_act("a", 0.02, nodes, inits) if int8 else "a"
+    if int8:
+        b_in = _qdq_weight(b, None, nodes, inits)
+    else:
+        inits.append(numpy_helper.from_array(b, "w"))
+        b_in = "w"
+    nodes.append(helper.make_node("MatMul", [a_in, b_in], ["y"]))
+    out = _qdq_act("y", 0.05, nodes, inits) if int8 else "y"
+    model = _model(nodes, [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+                   [helper.make_tensor_value_info(out, TensorProto.FLOAT, [m, n])], inits)
+    return model, m * k * n
+
+
+def session_from_model(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
+    """A CPU session on an in-memory model, intra_op_num_threads = threads, all optimisations on."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def optimized_op_types(model: onnx.ModelProto) -> list[str]:
+    """Op types of the graph onnxruntime actually runs (basic + extended fusions, e.g. QDQ -> QLinearConv),
+    in node order. Layout transforms are left off so the optimised file can be saved."""
+    with tempfile.TemporaryDirectory(prefix="mgfen-bench-") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        opts.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return [n.op_type for n in onnx.load(str(Path(tmp) / "opt.onnx")).graph.node]
+
+
+@dataclass(frozen=True)
+class MicroShape:
+    """One micro-benchmark graph: kind "conv" (a=cin, b=cout, c=kernel, size, group) or "matmul"
+    (a=m, b=k, c=n)."""
+
+    name: str
+    kind: str
+    a: int
+    b: int
+    c: int
+    size: int = 0
+    group: int = 1
+
+    def build(self, int8: bool) -> tuple[onnx.ModelProto, int]:
+        if self.kind == "conv":
+            return conv_graph(self.a, self.b, self.c, self.size, self.group, int8)
+        return matmul_graph(self.a, self.b, self.c, int8)
