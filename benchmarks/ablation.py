@@ -173,6 +173,9 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="Skip training where OUT/runI/best.pt exists (re-score only).")
     ap.add_argument("--biased-dir", type=Path, default=None, help="Biased test folder (default OUT/biased_test).")
     ap.add_argument("--suffix", default="", help="Suffix of the output names (ablation<suffix>.md/json/png).")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="Only make the data and the biased test set (then run models in parallel with --only "
+                         "and collect the table with --reuse).")
     args = ap.parse_args()
 
     import torch
@@ -201,6 +204,8 @@ def main() -> None:
         (biased / "biased.json").write_text(json.dumps(bt))
         print(f"biased test: {bt} in {time.perf_counter() - t0:.1f} s", flush=True)
     bt = json.loads((biased / "biased.json").read_text())
+    if args.prepare_only:
+        return
 
     chosen = [int(i) for i in args.only.split(",") if i.strip()] or list(range(len(RUNS)))
     rows = []
