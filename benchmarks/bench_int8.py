@@ -150,7 +150,7 @@ def main() -> None:
     for flavour in ("cpu", "trt"):
         pipes[f"int8_{flavour}"] = OrtPipeline(bundle_dir / man.file_for("global", "int8", flavour),
                                                bundle_dir / man.file_for("parts", "int8", flavour),
-                                               params, args.threads)
+                                               params, args.threads, simulate_qdq=flavour == "trt")
     t0 = time.perf_counter()
     acc = compare_precisions(pipes, "fp32", data / "test", cfg, man.classes)
     acc_s = time.perf_counter() - t0

@@ -4,6 +4,13 @@ The runtime path (contracts): frame = prepare_frame(bgr); global graph on global
 crops = crop_rois(frame, boxes[0], R); parts graph; logits = vote_logits(...); p = softmax(logits).
 OrtPipeline runs exactly that with onnxruntime sessions; compare_precisions runs it per flavour on the
 same frames and reports accuracy, the accuracy delta in points and the agreement with FP32.
+
+The TensorRT flavour is scored with its Q/DQ simulated (`simulate_qdq`: onnxruntime's graph optimisations
+off, so QuantizeLinear/DequantizeLinear run as operators and every Conv/MatMul runs in FP32 on the
+dequantised int8 values). That is what TensorRT computes: int8 products summed exactly. onnxruntime's
+fused S8S8 kernels are not a model of it on x86 CPUs without VNNI: they shift the int8 activations to
+uint8 and multiply with VPMADDUBSW, whose int16 pair sums saturate. On the demo edge checkpoint the fused
+kernels lost 16-22 points where the simulation lost none (0 of 94 images flipped).
 """
 
 from __future__ import annotations
@@ -20,9 +27,12 @@ from edge_runtime.preprocess import PreprocessConfig, global_input, list_images,
 from edge_runtime.roi import crop_rois, softmax, vote_logits
 
 
-def make_session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
-    """A CPU onnxruntime session; threads > 0 fixes intra_op_num_threads (0: onnxruntime's default)."""
+def make_session(path: str | Path, threads: int = 0, simulate_qdq: bool = False) -> ort.InferenceSession:
+    """A CPU onnxruntime session; threads > 0 fixes intra_op_num_threads (0: onnxruntime's default).
+    simulate_qdq: no graph optimisations, so a QDQ model runs as FP32 ops on int8 values (see above)."""
     opts = ort.SessionOptions()
+    if simulate_qdq:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads > 0:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -54,10 +64,10 @@ class OrtPipeline:
     """global + parts ONNX files run the way the scanner runs them (numpy preprocessing, host crops)."""
 
     def __init__(self, global_path: str | Path, parts_path: str | Path, params: PipelineParams,
-                 threads: int = 0) -> None:
+                 threads: int = 0, simulate_qdq: bool = False) -> None:
         self.params = params
-        self.global_session = make_session(global_path, threads)
-        self.parts_session = make_session(parts_path, threads) if params.use_parts else None
+        self.global_session = make_session(global_path, threads, simulate_qdq)
+        self.parts_session = make_session(parts_path, threads, simulate_qdq) if params.use_parts else None
 
     def run_frame(self, frame: np.ndarray) -> FrameResult:
         """frame: F x F x 3 uint8 RGB (edge_runtime.preprocess.prepare_frame output)."""

@@ -267,8 +267,10 @@ def export_model(model, info: dict, source: dict, out: str | Path, config: Expor
         else:
             pipes = {"fp32": fp32}
             for flavour in config.int8_flavours:
+                # the TensorRT flavour as TensorRT computes it (calibration.accuracy: simulate_qdq)
                 pipes[f"int8_{flavour}"] = OrtPipeline(out / names.model_file("global", "int8", flavour),
-                                                       out / names.model_file("parts", "int8", flavour), params)
+                                                       out / names.model_file("parts", "int8", flavour), params,
+                                                       simulate_qdq=flavour == "trt")
             acc = compare_precisions(pipes, "fp32", val, cfg, classes, config.val_limit)
             report["int8"]["accuracy"] = acc
             drops = {k: 0.0 - acc[k]["delta_points"] for k in pipes if k != "fp32"}

@@ -226,6 +226,14 @@ def test_trt_flavour_follows_the_rules(quantised):
             assert producers.get(node.input[2]) not in ("DequantizeLinear", "QuantizeLinear"), "bias stays FP32"
         if node.op_type == "Softmax":
             assert producers.get(node.input[0]) != "DequantizeLinear"
+    # the stem (first conv) stays FP32 in the TensorRT flavour only: its input keeps every grey level
+    convs = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
+    assert producers.get(convs["conv1"].input[0]) is None and producers.get(convs["conv1"].input[1]) is None
+    assert producers.get(convs["conv2"].input[0]) == "DequantizeLinear"
+    cpu = out["cpu"][1]
+    cpu_producers = {o: n.op_type for n in cpu.graph.node for o in n.output}
+    cpu_conv1 = next(n for n in cpu.graph.node if n.op_type == "Conv" and n.name.startswith("conv1"))
+    assert cpu_producers.get(cpu_conv1.input[0]) == "DequantizeLinear"
 
 
 def test_cpu_flavour_is_u8s8_and_fails_the_trt_lint(quantised, dataset):
