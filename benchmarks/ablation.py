@@ -147,6 +147,20 @@ def markdown(rows: list[dict], meta: dict) -> str:
 # -------------------------------------------------------------------------------------------- main
 
 
+def merge(files: list[Path], out: Path, suffix: str) -> None:
+    """One table from the JSON files of parallel runs (same data and settings, one model each)."""
+    docs = [json.loads(Path(f).read_text()) for f in files]
+    order = [name for name, *_ in RUNS]
+    rows = sorted((r for d in docs for r in d["rows"]), key=lambda r: order.index(r["model"]))
+    meta = dict(docs[0]["meta"], merged_from=[Path(f).name for f in files])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"ablation{suffix}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    table = markdown(rows, meta)
+    (out / f"ablation{suffix}.md").write_text(table)
+    bar_chart(rows, out / f"ablation{suffix}.png")
+    print(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -176,7 +190,13 @@ def main() -> None:
     ap.add_argument("--prepare-only", action="store_true",
                     help="Only make the data and the biased test set (then run models in parallel with --only "
                          "and collect the table with --reuse).")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None,
+                    help="Only collect rows from ablation*.json files of runs made in parallel (--only) into "
+                         "OUT/ablation<suffix>.md/json/png.")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.out, args.suffix)
+        return
 
     import torch
 

@@ -16,6 +16,7 @@ from edge_runtime.preprocess import (
     load_frame,
     prepare_frame,
     read_image,
+    square_frame,
     to_bgr8,
     to_nchw,
 )
@@ -163,3 +164,47 @@ def test_config_validation_and_roundtrip():
 def test_decode_image_names_source():
     with pytest.raises(ImageError, match="cam0"):
         decode_image(b"", "cam0")
+
+
+@pytest.mark.parametrize("cfg", [CFG, PreprocessConfig(frame_size=96, global_size=64, crop_size=32, ace=False),
+                                 PreprocessConfig(frame_size=80, global_size=64, crop_size=32, clahe_grid=4,
+                                                  brightness_target=None)])
+@pytest.mark.parametrize("shape", [(96, 160), (150, 150), (40, 33)])
+def test_prepare_frame_is_square_frame_enhance_then_rgb(cfg, shape):
+    # prepare_frame fuses LAB -> BGR -> RGB into one conversion; it must stay the documented composition,
+    # bit for bit, and leave the caller's array alone.
+    img = _photo(*shape, seed=shape[0])
+    before = img.copy()
+    expected = cv2.cvtColor(enhance(square_frame(img, cfg.frame_size), cfg), cv2.COLOR_BGR2RGB)
+    frame = prepare_frame(img, cfg)
+    assert np.array_equal(frame, expected) and frame.flags.c_contiguous
+    assert np.array_equal(img, before)
+    manual = cv2.cvtColor(square_frame(img, cfg.frame_size), cv2.COLOR_BGR2LAB)
+    if cfg.ace or cfg.brightness_target is not None:
+        lum = manual[:, :, 0]
+        if cfg.ace:
+            lum = cv2.createCLAHE(cfg.clahe_clip, (cfg.clahe_grid, cfg.clahe_grid)).apply(lum)
+        if cfg.brightness_target is not None:
+            lum = cv2.convertScaleAbs(lum, alpha=cfg.brightness_target * 255.0 / max(float(lum.mean()), 1.0))
+        manual[:, :, 0] = lum
+    assert np.array_equal(cv2.cvtColor(cv2.cvtColor(manual, cv2.COLOR_LAB2BGR), cv2.COLOR_BGR2RGB), frame)
+
+
+def test_crops_of_float32_whole_pixel_boxes_equal_roi_align():
+    # The model's boxes are whole frame pixels divided by F in float32, so most are a rounding off whole
+    # pixels: crop_rois interpolates them with views instead of gathers; still roi_align's numbers.
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    from edge_runtime.roi import crop_rois
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, size=(96, 96, 3), dtype=np.uint8)
+    xy = np.array([[5, 7], [0, 0], [64, 64], [33, 70]])
+    boxes = (np.concatenate([xy, xy + 24], 1) / 96).astype(np.float32)
+    ours = crop_rois(frame, boxes, 24)
+    img = torch.from_numpy(frame.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    px = torch.from_numpy(boxes.astype(np.float64) * 96).float()
+    ref = torchvision.ops.roi_align(img, [px], output_size=24, spatial_scale=1.0, sampling_ratio=1,
+                                    aligned=True).numpy()
+    assert np.abs(ours - ref).max() < 1e-5  # float64 positions here, float32 in roi_align
+    assert np.abs(ours[0] - frame[7:31, 5:29].transpose(2, 0, 1) / 255.0).max() < 1e-4
