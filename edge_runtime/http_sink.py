@@ -1,15 +1,17 @@
 """HTTP sink: a live page, Server-Sent Events, latest-verdict JSON, health and the annotated preview.
 
 Standard library only. The server runs in background threads; `emit` serialises the event once, updates
-the latest state and appends it to each SSE client's bounded queue, so it never waits on the network.
-A slow client loses its oldest events (counted in /health as "dropped"); memory stays bounded.
+the latest state and appends the bytes to one bounded log shared by all SSE clients, so it never waits on
+the network and costs the same whatever the number of clients. One fan-out thread sends each client what
+it is owed, coalesced into one write per client every `batch_s`. A slow client loses its oldest events
+(counted in /health as "dropped"); memory stays bounded (/health "queued_bytes").
 
 Routes (all GET unless noted):
   /               the live page (edge_runtime/static/live.html)
   /events         text/event-stream; every event as `data: <json>\\n\\n`, a `: keep-alive` comment when idle
   /api/latest     {"session", "verdict": last verdict event or null, "frame": last frame event or null}
   /health         {"status", "uptime_s", "frames", "verdicts", "retakes", "errors", "last_frame_age_s",
-                   "clients", "dropped", ...}
+                   "clients", "dropped", "queued_bytes", ...}
   /preview.jpg    the latest JPEG given to update_preview (404 before the first one)
   POST /api/new-session   calls on_new_session(); body empty or a JSON object, Content-Type application/json
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import itertools
 import json
 import logging
 import math
@@ -100,17 +103,19 @@ def event_json(event: dict) -> str:
 
 
 KEEPALIVE = b": keep-alive\n\n"
+_MAX_IOV = 512  # buffers per sendmsg (Linux allows 1024)
+_SNDBUF = 256 * 1024  # kernel send buffer per SSE socket: caps kernel memory held for a stuck client
 
 
 class _Stream:
-    """One SSE connection as the fan-out thread sees it: a bounded queue of encoded events (oldest dropped
-    when full; the bytes objects are shared by all streams) and the part of one event still to send."""
+    """One SSE connection as the fan-out thread sees it: the sequence number of the next event to send
+    from the shared log, and the rest of an event (or keep-alive) of which only a part was sent."""
 
-    __slots__ = ("sock", "pending", "current", "dropped", "last_write", "last_progress", "want_write", "done")
+    __slots__ = ("sock", "seq", "current", "dropped", "last_write", "last_progress", "want_write", "done")
 
-    def __init__(self, sock: socket.socket, maxlen: int) -> None:
+    def __init__(self, sock: socket.socket, seq: int) -> None:
         self.sock = sock
-        self.pending: deque[bytes] = deque(maxlen=maxlen)
+        self.seq = seq
         self.current: memoryview | None = None
         self.dropped = 0
         now = time.monotonic()
@@ -123,23 +128,31 @@ class _Stream:
 class _Fanout:
     """A single thread writes every event to every SSE socket with non-blocking sends.
 
-    publish() is O(1) whatever the number of clients: it appends to one queue and wakes the thread through
-    a socket pair. The thread copies references into each stream's bounded queue and sends what each socket
-    accepts; a client whose socket stays full for stall_s seconds is disconnected."""
+    Events live once, in a shared log of the last queue_size encoded events (a bounded deque of bytes);
+    each stream only holds its position in it. publish() is O(1) whatever the number of clients: one
+    append under a lock, and a wake-up through a socket pair only when the thread is not already due to
+    look. The thread makes at most one pass per batch_s, sending every event a client is owed in one
+    sendmsg (no copies, one system call per client per pass instead of one per event); a client that falls
+    more than queue_size events behind loses its oldest ones, and one whose socket stays full for stall_s
+    seconds is disconnected."""
 
-    def __init__(self, queue_size: int, max_clients: int, keepalive_s: float, stall_s: float) -> None:
+    def __init__(self, queue_size: int, max_clients: int, keepalive_s: float, stall_s: float,
+                 batch_s: float) -> None:
         self._queue_size = queue_size
         self._max_clients = max_clients
         self._keepalive_s = keepalive_s
         self._stall_s = stall_s
+        self._batch_s = batch_s
         self._lock = threading.Lock()
-        self._incoming: deque[bytes] = deque(maxlen=queue_size)
+        self._log: deque[bytes] = deque()
+        self._log_bytes = 0
+        self._head = 0  # sequence number of the next event published; the log holds [head - len, head)
         self._new: list[_Stream] = []
-        self._reserved: list[_Stream] = []  # headers being sent: events queue up for them already
+        self._reserved: list[_Stream] = []  # headers being sent: their position in the log is fixed already
         self._count = 0  # reserved + active streams
         self._running = True
         self._wake_pending = False
-        self._streams: dict[int, _Stream] = {}  # fan-out thread only
+        self._streams: dict[int, _Stream] = {}  # changed by the fan-out thread only, under the lock
         self.dropped_gone = 0
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -155,16 +168,31 @@ class _Fanout:
     def count(self) -> int:
         return self._count
 
+    def _all_streams(self) -> list[_Stream]:
+        return list(self._streams.values()) + self._new + self._reserved  # caller holds the lock
+
     def dropped(self) -> int:
-        return self.dropped_gone + sum(s.dropped for s in list(self._streams.values()))
+        """Events lost to slow clients so far (one per client per event)."""
+        with self._lock:
+            base = self._head - len(self._log)
+            return self.dropped_gone + sum(s.dropped + max(0, base - s.seq) for s in self._all_streams())
+
+    def queued_bytes(self) -> int:
+        """Bytes held for SSE clients: the shared log plus the unsent rest of at most one event per client.
+        Bounded by (queue_size + clients) x the largest event, however slowly the clients read."""
+        with self._lock:
+            return self._log_bytes + sum(len(s.current) for s in self._all_streams() if s.current is not None)
 
     def publish(self, data: bytes) -> None:
         with self._lock:
             if not self._running or self._count == 0:
                 return  # nobody listens: a later client starts with the events after it connected
-            if len(self._incoming) == self._incoming.maxlen:
-                self.dropped_gone += self._count  # the fan-out thread fell behind: lost for every client
-            self._incoming.append(data)
+            queue = self._log
+            if len(queue) == self._queue_size:
+                self._log_bytes -= len(queue.popleft())
+            queue.append(data)
+            self._log_bytes += len(data)
+            self._head += 1
             if self._wake_pending:
                 return
             self._wake_pending = True
@@ -176,7 +204,7 @@ class _Fanout:
             if not self._running or self._count >= self._max_clients:
                 return None
             self._count += 1
-            stream = _Stream(sock, self._queue_size)
+            stream = _Stream(sock, self._head)  # events published from now on are for it
             self._reserved.append(stream)
         return stream
 
@@ -194,7 +222,7 @@ class _Fanout:
         """Give back a reserved slot that was never activated."""
         with self._lock:
             self._reserved.remove(stream)
-            self._count -= 1
+            self._forget(stream)
         stream.done.set()
 
     def stop(self) -> None:
@@ -212,65 +240,92 @@ class _Fanout:
         except OSError:  # buffer full (a wake-up is pending anyway) or already closed
             pass
 
+    def _forget(self, stream: _Stream) -> None:
+        """Count a finished stream's losses and free its slot (caller holds the lock)."""
+        base = self._head - len(self._log)
+        self.dropped_gone += stream.dropped + max(0, base - stream.seq)
+        self._count -= 1
+        if self._count == 0:  # nobody left to send the log to
+            self._log.clear()
+            self._log_bytes = 0
+
     # -- fan-out thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        head = 0
+        last_pass = -math.inf
+        next_timer = 0.0  # when the next keep-alive or stall check is due
+        woke = True  # events (or new streams, or stop) may be waiting for a pass
         try:
             while True:
-                with self._lock:
-                    running = self._running
-                    new, self._new = self._new, []
-                    reserved = list(self._reserved)
-                    batch = list(self._incoming)
-                    self._incoming.clear()
-                    self._wake_pending = False
-                if not running:
-                    for stream in new:
-                        self._streams[id(stream)] = stream
-                    break
-                for stream in new:
-                    stream.sock.setblocking(False)
-                    self._sel.register(stream.sock, selectors.EVENT_READ, stream)
-                    self._streams[id(stream)] = stream
-                for stream in reserved:  # not ours to send on yet; deque appends are thread-safe
-                    for data in batch:
-                        if len(stream.pending) == self._queue_size:
-                            stream.dropped += 1
-                        stream.pending.append(data)
                 now = time.monotonic()
-                for stream in list(self._streams.values()):
-                    for data in batch:
-                        if len(stream.pending) == self._queue_size:
-                            stream.dropped += 1
-                        stream.pending.append(data)
-                    if stream.current is None and not stream.pending and now - stream.last_write >= self._keepalive_s:
-                        stream.pending.append(KEEPALIVE)
-                    if stream.current is not None or stream.pending:
-                        self._flush(stream)
-                    if id(stream) in self._streams and now - stream.last_progress > self._stall_s:
-                        self._drop(stream)  # its socket has been full for stall_s: a dead or stuck reader
-                timeout = self._keepalive_s
-                for stream in self._streams.values():
-                    timeout = min(timeout, stream.last_write + self._keepalive_s - now)
-                for key, mask in self._sel.select(timeout=max(0.01, min(timeout, 1.0))):
+                # A pass at most every batch_s, so that events emitted meanwhile go out in one write per client.
+                if (woke and now >= last_pass + self._batch_s) or now >= next_timer:
+                    with self._lock:
+                        running = self._running
+                        new, self._new = self._new, []
+                        for stream in new:
+                            self._streams[id(stream)] = stream
+                        head = self._head
+                        self._wake_pending = False
+                    if not running:
+                        break
+                    woke, last_pass = False, now
+                    next_timer = now + self._pass(new, head, now)
+                timeout = next_timer - now
+                if woke:
+                    timeout = min(timeout, last_pass + self._batch_s - now)
+                for key, mask in self._sel.select(timeout=max(0.0, timeout)):
                     stream = key.data
                     if stream is None:
                         self._drain_wake()
+                        woke = True
                         continue
                     if id(stream) not in self._streams:
                         continue
                     if mask & selectors.EVENT_READ:
                         self._read(stream)
                     if mask & selectors.EVENT_WRITE and id(stream) in self._streams:
-                        self._flush(stream)
+                        self._flush(stream)  # a slow reader took some: send more at once
         except Exception:  # never expected; log it and end every stream rather than hang clients
             log.exception("SSE fan-out thread failed")
         finally:
             with self._lock:
                 self._running = False
                 leftover, self._new = self._new, []
-            for stream in list(self._streams.values()) + leftover:
+                for stream in leftover:
+                    self._streams[id(stream)] = stream
+            for stream in list(self._streams.values()):
                 self._drop(stream)
+
+    def _pass(self, new: list[_Stream], head: int, now: float) -> float:
+        """Register new streams, send every stream what it is owed (or a keep-alive when idle), drop stalled
+        ones. Returns the seconds until the next keep-alive or stall check is due."""
+        for stream in new:
+            stream.sock.setblocking(False)
+            try:
+                stream.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
+            except OSError:
+                pass
+            self._sel.register(stream.sock, selectors.EVENT_READ, stream)
+        timeout = 1.0
+        for stream in list(self._streams.values()):
+            if stream.want_write:  # its socket is full: select says when it takes more
+                if now - stream.last_progress > self._stall_s:
+                    self._drop(stream)  # full for stall_s: a dead or stuck reader
+                else:
+                    timeout = min(timeout, stream.last_progress + self._stall_s - now)
+                continue
+            if stream.current is None and stream.seq >= head:
+                idle = now - stream.last_write
+                if idle < self._keepalive_s:
+                    stream.last_progress = now
+                    timeout = min(timeout, self._keepalive_s - idle)
+                    continue
+                stream.current = memoryview(KEEPALIVE)
+            self._flush(stream)
+            timeout = min(timeout, self._stall_s if stream.want_write else self._keepalive_s)
+        return max(0.005, timeout)
 
     def _drain_wake(self) -> None:
         try:
@@ -289,22 +344,54 @@ class _Fanout:
         except OSError:
             self._drop(stream)
 
+    def _owed(self, stream: _Stream) -> tuple[int, tuple[bytes, ...]]:
+        """(head, the events `stream` is owed from the log, at most _MAX_IOV of them). References only,
+        taken under the lock and not kept, so the log alone bounds what is held for the clients."""
+        with self._lock:
+            head, log = self._head, self._log
+            base = head - len(log)
+            if stream.seq < base:  # it fell more than queue_size events behind: the oldest are gone
+                stream.dropped += base - stream.seq
+                stream.seq = base
+            start = stream.seq - base
+            return head, (tuple(itertools.islice(log, start, start + _MAX_IOV)) if start < len(log) else ())
+
     def _flush(self, stream: _Stream) -> None:
+        """Send what `stream` is owed until its socket is full: one sendmsg for many events."""
+        head = stream.seq
         try:
             while True:
-                if stream.current is None:
-                    if not stream.pending:
-                        break
-                    stream.current = memoryview(stream.pending.popleft())
-                sent = stream.sock.send(stream.current)
+                head, bufs = self._owed(stream)
+                if stream.current is not None:
+                    bufs = (stream.current,) + bufs
+                if not bufs:
+                    break
+                sent = stream.sock.sendmsg(bufs)
                 stream.last_write = stream.last_progress = time.monotonic()
-                stream.current = stream.current[sent:] if sent < len(stream.current) else None
+                if stream.current is not None:
+                    if sent < len(stream.current):
+                        stream.current = stream.current[sent:]
+                        break
+                    sent -= len(stream.current)
+                    stream.current = None
+                    bufs = bufs[1:]
+                for data in bufs:  # advance past what the socket took; a partly sent event becomes current
+                    if sent < len(data):
+                        if sent:
+                            stream.current = memoryview(data)[sent:]
+                            stream.seq += 1
+                        break
+                    sent -= len(data)
+                    stream.seq += 1
+                else:
+                    continue  # all taken: more may be owed past _MAX_IOV
+                break  # the socket is full
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
             self._drop(stream)
             return
-        owed = stream.current is not None or bool(stream.pending)
+        owed = stream.current is not None or stream.seq < head
         if not owed:
             stream.last_progress = time.monotonic()
         if owed != stream.want_write:
@@ -313,14 +400,14 @@ class _Fanout:
             self._sel.modify(stream.sock, events, stream)
 
     def _drop(self, stream: _Stream) -> None:
-        if self._streams.pop(id(stream), None) is not None:
-            try:
-                self._sel.unregister(stream.sock)
-            except (KeyError, ValueError, OSError):
-                pass
         with self._lock:
-            self.dropped_gone += stream.dropped
-            self._count -= 1
+            if self._streams.pop(id(stream), None) is None:
+                return
+            self._forget(stream)
+        try:
+            self._sel.unregister(stream.sock)
+        except (KeyError, ValueError, OSError):
+            pass
         stream.done.set()
 
 
@@ -561,10 +648,12 @@ class HttpSink:
     on_new_session: called with no arguments from a server thread when the page's "new scan" button is
         pressed (must be thread-safe); its return value (e.g. the new session id) is sent back as
         {"ok": true, "result": value}.
-    queue_size: events buffered per SSE client before its oldest are dropped.
+    queue_size: events kept for SSE clients (one shared log); a client further behind loses its oldest.
     max_clients: concurrent SSE clients; max_connections: concurrent HTTP connections (others get 503).
     keepalive_s: idle seconds between SSE keep-alive comments.
     stall_s: an SSE client whose socket accepts nothing for this long is disconnected.
+    batch_s: SSE events reach clients at most this long after emit; those emitted meanwhile go out in one
+        write per client (0: a write per event, which costs the frame loop more with many clients).
     extra_health: optional callable returning a JSON-able dict (e.g. Scanner.health) shown under
         "scanner" in /health.
     """
@@ -580,6 +669,7 @@ class HttpSink:
         max_connections: int = 128,
         keepalive_s: float = 15.0,
         stall_s: float = 30.0,
+        batch_s: float = 0.05,
         extra_health: Callable[[], dict] | None = None,
     ) -> None:
         if token is not None:
@@ -592,9 +682,10 @@ class HttpSink:
                                 "(give a token, or bind 127.0.0.1)")
         if not 0 <= int(port) <= 65535:
             raise HttpSinkError(f"bad HTTP port {port}")
-        if queue_size < 1 or max_clients < 1 or max_connections < 2 or keepalive_s <= 0 or stall_s <= 0:
+        if (queue_size < 1 or max_clients < 1 or max_connections < 2 or keepalive_s <= 0 or stall_s <= 0
+                or not 0 <= batch_s <= 1):
             raise HttpSinkError("queue_size, max_clients, keepalive_s and stall_s must be positive, "
-                                "max_connections >= 2")
+                                "max_connections >= 2, batch_s in [0, 1]")
         self.host = host
         self.token = token
         self.keepalive_s = float(keepalive_s)
@@ -623,7 +714,8 @@ class HttpSink:
         except OSError as exc:
             raise HttpSinkError(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}") from None
         self.port = int(self._server.server_address[1])
-        self._fanout = _Fanout(int(queue_size), int(max_clients), self.keepalive_s, float(stall_s))
+        self._fanout = _Fanout(int(queue_size), int(max_clients), self.keepalive_s, float(stall_s),
+                               float(batch_s))
         self._allowed_hosts = self._loopback_host_names()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name=f"mgfen-http-{self.port}", daemon=True)
@@ -640,8 +732,8 @@ class HttpSink:
     def emit(self, event: dict) -> None:
         """Publish one event (CONTRACTS.md "Events") to every SSE client and the latest state.
 
-        Never blocks on the network and costs the same whatever the number of clients: the encoded event
-        is handed to the SSE fan-out thread.
+        Never blocks on the network and costs the same whatever the number of clients: the event is
+        encoded once and appended to the SSE log; the fan-out thread is woken at most once per batch.
         Raises HttpSinkError for an event that is not a JSON-serialisable dict."""
         text = event_json(event)
         data = b"data: " + text.encode() + b"\n\n"
@@ -688,6 +780,7 @@ class HttpSink:
                 "preview": self._preview is not None,
             }
         doc["dropped"] = self._fanout.dropped()
+        doc["queued_bytes"] = self._fanout.queued_bytes()
         if self._extra_health is not None:
             try:
                 extra = self._extra_health()

@@ -4,10 +4,16 @@
     stats = scanner.run()            # until the source ends, max_frames, or stop()
 
 `step()` handles one frame (the loop is `while step(): pass`). Per-frame problems (a file that does not
-decode, a frame of the wrong shape, a backend failure) become `error` events, are counted, and the loop
-goes on; only `max_consecutive_errors` failures in a row stop it (ScanError), so a broken model does not
-spin forever. `stop()` may be called from a signal handler or another thread: the loop finishes the
+decode, a frame of the wrong shape, a backend failure, any exception a source raises, e.g. OSError from a
+camera driver) become `error` events, are counted, and the loop goes on; only `max_consecutive_errors`
+failures in a row stop it (ScanError), so a broken model or camera does not spin forever. Exceptions other
+than MgfenError are reported as "TypeName: message", so a programming error is never silent.
+KeyboardInterrupt and SystemExit are not caught: they end the scan (run() still gives the open session
+its verdict). `stop()` may be called from a signal handler or another thread: the loop finishes the
 frame in hand, gives the open session its verdict, and returns.
+
+A sink that raises is counted (`sink_errors`) and never stops the scan; when a sink starts failing, one
+`error` event (where "sink", with the exception type) goes to the other sinks, and one line to stderr.
 
 A sink is any object with `emit(event: dict)` and `close()`. A sink may also have
 `preview(frame_bgr, heatmap, event)`: it is then called after each frame event with the HxWx3 uint8 BGR
@@ -17,6 +23,7 @@ them, and should rate-limit and encode in its own thread if that is slow).
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -31,9 +38,18 @@ from edge_runtime.preprocess import to_bgr8
 from edge_runtime.quality import QualityConfig, check_frame
 from edge_runtime.session import SessionTracker, Verdict
 
+log = logging.getLogger(__name__)
+
 
 class ScanError(MgfenError):
     """The scan cannot go on (too many consecutive errors)."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an error event: a typed MgfenError's own message (it names the file or stage),
+    otherwise "TypeName: message"."""
+    text = str(exc).strip() if isinstance(exc, MgfenError) else f"{type(exc).__name__}: {exc}".strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,7 @@ class Scanner:
         self._consecutive = 0
         self._item: str | None = None
         self._last_frame = -1
+        self._failing_sinks: set[tuple[int, str]] = set()  # (id(sink), call) whose last call raised
         self.started = time.time()
 
     # --- control (thread-safe)
@@ -107,9 +124,9 @@ class Scanner:
             try:
                 sink.emit(event)
             except Exception as exc:  # a failing sink (disk full, dead socket) must not stop the scan
-                self.stats.sink_errors += 1
-                print(f"mgfen-scan: sink {type(sink).__name__} failed: {type(exc).__name__}: {exc}",
-                      file=sys.stderr)
+                self._sink_failed(sink, "", exc, event)
+            else:
+                self._failing_sinks.discard((id(sink), ""))
 
     def _preview(self, image, heatmap, event: dict) -> None:
         for sink in self.sinks:
@@ -119,8 +136,32 @@ class Scanner:
             try:
                 preview(image, heatmap, event)
             except Exception as exc:  # same policy as _emit
+                self._sink_failed(sink, "preview of ", exc, event)
+            else:
+                self._failing_sinks.discard((id(sink), "preview of "))
+
+    def _sink_failed(self, sink, what: str, exc: Exception, event: dict) -> None:
+        """Count a sink failure; the first of a run of failures also becomes an error event for the other
+        sinks (not for the failing one, and failures there are only counted: no cascade, no flood)."""
+        self.stats.sink_errors += 1
+        log.debug("sink %s failed", type(sink).__name__, exc_info=True)
+        if (id(sink), what) in self._failing_sinks:
+            return
+        self._failing_sinks.add((id(sink), what))
+        message = f"{what}sink {type(sink).__name__} failed: {describe(exc)}"
+        print(f"mgfen-scan: {message}", file=sys.stderr)
+        self.stats.errors += 1
+        self.stats.errors_by_where["sink"] = self.stats.errors_by_where.get("sink", 0) + 1
+        frame = event.get("frame", self._last_frame)
+        error = events.error_event(self.tracker.session_id, frame if isinstance(frame, int) else self._last_frame,
+                                   self.model, message, "sink")
+        for other in self.sinks:
+            if other is sink:
+                continue
+            try:
+                other.emit(error)
+            except Exception:  # reported when that sink's own failure is
                 self.stats.sink_errors += 1
-                print(f"mgfen-scan: preview of {type(sink).__name__} failed: {exc}", file=sys.stderr)
 
     def _error(self, message: str, where: str, frame: int) -> None:
         self.stats.errors += 1
@@ -133,8 +174,8 @@ class Scanner:
         if self.audit is not None:
             try:
                 event["evidence"] = self.audit.record(event, v.evidence)
-            except MgfenError as exc:
-                self._error(str(exc), "audit", v.frame)
+            except Exception as exc:  # the verdict still goes out; the missing record is an error event
+                self._error(describe(exc), "audit", v.frame)
         self.stats.verdicts += 1
         self.verdicts.append(event)
         self._emit(event)
@@ -155,12 +196,20 @@ class Scanner:
         t0 = time.perf_counter()
         try:
             frame = self.source.read(self.cfg.read_timeout)
-        except MgfenError as exc:  # a file that does not decode: report it, go on with the next
+        except MgfenError as exc:  # a file that does not decode: a frame taken and lost; go on with the next
             self.stats.frames += 1
             self._failed(str(exc), "source", self._last_frame + 1)
             self._last_frame += 1
             return True
-        for message in self.source.errors():
+        except Exception as exc:  # a camera driver's OSError, RuntimeError...: no frame; try again
+            log.debug("source read failed", exc_info=True)
+            self._failed(describe(exc), "source", self._last_frame + 1)
+            return True
+        try:
+            messages = self.source.errors()
+        except Exception as exc:
+            messages = [f"source errors() failed: {describe(exc)}"]
+        for message in messages:
             self._error(message, "source", self._last_frame)
         if frame is None:
             if self.source.ended:
@@ -179,8 +228,9 @@ class Scanner:
             self._process(frame, t0, t1)
         except MgfenError as exc:
             self._failed(str(exc), "model", frame.index)
-        except Exception as exc:  # an unexpected failure on one frame: surfaced as an event, counted
-            self._failed(f"{type(exc).__name__}: {exc}", "scanner", frame.index)
+        except Exception as exc:  # an unexpected failure (a bug?) on one frame: surfaced as an event, counted
+            log.debug("frame %d failed", frame.index, exc_info=True)
+            self._failed(describe(exc), "scanner", frame.index)
         return True
 
     def _process(self, frame, t0: float, t1: float) -> None:

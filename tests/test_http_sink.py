@@ -182,6 +182,22 @@ def test_sse_delivers_events_in_order_to_every_client(sink):
     wait_clients(sink, 0)
 
 
+@pytest.mark.parametrize("batch_s", [0.0, 0.05])
+def test_large_events_arrive_whole_and_in_order_when_sends_are_partial(batch_s):
+    # 4 MB at once, far more than the socket buffers hold: the sink's writes end mid-event many times.
+    with HttpSink(port=0, queue_size=64, batch_s=batch_s) as s:
+        r = SSEReader(s.port)
+        try:
+            wait_clients(s, 1)
+            sent = [{**FRAME, "frame": i, "pad": chr(97 + i % 26) * (100000 + 7 * i)} for i in range(40)]
+            for e in sent:
+                s.emit(e)
+            assert r.events(len(sent)) == sent
+            assert s.health()["dropped"] == 0
+        finally:
+            r.close()
+
+
 def test_sse_keepalive_comment(sink):
     r = SSEReader(sink.port)
     try:
@@ -191,27 +207,36 @@ def test_sse_keepalive_comment(sink):
         r.close()
 
 
-def test_slow_client_drops_old_events_and_never_blocks_emit():
-    s = HttpSink(port=0, queue_size=16)
+def test_slow_clients_drop_old_events_memory_stays_bounded_and_emit_never_blocks():
+    s = HttpSink(port=0, queue_size=16, batch_s=0.01)
+    stuck = []
     try:
-        stuck = SSEReader(s.port)  # reads the headers, then never reads again
-        stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        wait_clients(s, 1)
+        for _ in range(3):
+            r = SSEReader(s.port)  # reads the headers, then never reads again
+            r.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.append(r)
+        wait_clients(s, 3)
         big = {**FRAME, "pad": "x" * 20000}
-        for i in range(3000):  # ~60 MB in total: far more than the socket buffers hold
+        event_bytes = len(b"data: \n\n") + len(json.dumps({**big, "frame": 2999}, separators=(",", ":")))
+        peak = 0
+        for i in range(3000):  # ~60 MB per client: far more than the socket buffers hold
             s.emit({**big, "frame": i})
+            if i % 100 == 99:
+                peak = max(peak, s.health()["queued_bytes"])
         h = s.health()
-        assert h["clients"] == 1 and h["dropped"] > 2000
-        queued = [len(st.pending) for st in list(s._fanout._streams.values())]
-        assert queued and max(queued) <= 16
-        # a fresh client is served normally while the stuck one hangs
+        assert h["clients"] == 3 and h["dropped"] > 3 * 2000
+        # The bound on what is held for the clients: one shared log of queue_size events plus the unsent
+        # rest of at most one event per client, however many events the stuck clients missed.
+        assert 15 * event_bytes <= peak <= (16 + 3) * event_bytes
+        # a fresh client is served normally while the stuck ones hang
         fresh = SSEReader(s.port)
-        wait_clients(s, 2)
+        wait_clients(s, 4)
         s.emit(VERDICT)
         assert fresh.events(1) == [VERDICT]
         fresh.close()
-        stuck.close()
     finally:
+        for r in stuck:
+            r.close()
         s.close()
 
 

@@ -21,7 +21,6 @@ from edge_runtime import events
 from edge_runtime.errors import ImageError
 from edge_runtime.manifest import load_bundle
 from edge_runtime.model_runner import STAGES, ModelRunner
-from edge_runtime.quality import QualityConfig
 from edge_runtime.scan_cli import main
 from edge_runtime.scanner import ScanConfig, ScanError, Scanner
 from edge_runtime.session import SessionConfig, SessionTracker
@@ -101,7 +100,7 @@ class ListSource:
             self.ended = True
             return None
         item, self.i = self.items[self.i], self.i + 1
-        if isinstance(item, Exception):
+        if isinstance(item, BaseException):
             raise item
         return Frame(item, self.i - 1, time.time(), None)
 
@@ -153,9 +152,12 @@ def test_loop_turns_problems_into_events_and_goes_on(runner):
     sc = _scanner(runner, frames, [sink, Broken()], min_frames=3)
     stats = sc.run()
     sc.close()
-    assert stats.classified == 3 and stats.retakes == 1 and stats.errors == 2 and stats.verdicts == 1
-    assert stats.sink_errors >= len(sink.events) and sink.closed
-    (err_size, err_read) = sink.of("error")
+    assert stats.classified == 3 and stats.retakes == 1 and stats.errors == 3 and stats.verdicts == 1
+    # Broken fails on every event, but only its first failure becomes an error event (for the other sinks)
+    assert stats.sink_errors == len(sink.events) - 1 and sink.closed
+    (err_sink,) = [e for e in sink.of("error") if e["where"] == "sink"]
+    assert err_sink["message"] == "sink Broken failed: OSError: disk full"
+    (err_size, err_read) = [e for e in sink.of("error") if e["where"] != "sink"]
     assert err_size["where"] == "source" and "too small" in err_size["message"]
     assert err_read["where"] == "source" and "truncated" in err_read["message"]
     (v,) = sink.of("verdict")
@@ -165,6 +167,91 @@ def test_loop_turns_problems_into_events_and_goes_on(runner):
     assert set(frame["timings_ms"]) == set(events.TIMING_KEYS) and frame["model"] == runner.model_id
     assert frame["boxes"][0] == [20.0, 0.0, 50.0, 30.0]  # square crop offset of a 160x120 frame
     assert sink.previews == 3
+
+
+class FailsOnce:
+    """A sink whose first emit raises; later ones work."""
+
+    def __init__(self):
+        self.events = []
+        self.calls = 0
+
+    def emit(self, event):
+        self.calls += 1
+        if self.calls == 1:
+            raise ValueError("bad value in sink")
+        self.events.append(event)
+
+    def close(self):
+        pass
+
+
+def test_any_source_or_sink_exception_becomes_an_error_event_and_the_loop_goes_on(runner):
+    sink, flaky = Collect(), FailsOnce()
+    frames = [make_image("blue", seed=i) for i in range(3)]
+    frames.insert(1, RuntimeError("camera driver hiccup\nsecond line"))  # not an MgfenError
+    sc = _scanner(runner, frames, [sink, flaky], min_frames=3)
+    stats = sc.run()
+    assert stats.frames == 3 and stats.classified == 3 and stats.verdicts == 1
+    assert stats.errors == 2 and stats.errors_by_where == {"sink": 1, "source": 1} and stats.sink_errors == 1
+    kinds = [(e["type"], e.get("where")) for e in sink.events]
+    assert kinds == [("frame", None), ("error", "sink"), ("error", "source"), ("frame", None), ("frame", None),
+                     ("verdict", None)]
+    assert sink.events[1]["message"] == "sink FailsOnce failed: ValueError: bad value in sink"
+    assert sink.events[2]["message"] == "RuntimeError: camera driver hiccup" and sink.events[2]["frame"] == 1
+    assert flaky.events == sink.events[2:]  # it recovered: everything after its failure reached it
+
+
+def test_a_sink_whose_preview_always_fails_is_reported_once(runner):
+    class BadPreview(Collect):
+        def preview(self, frame, heatmap, event):
+            raise cv2.error("encoder exploded")
+
+    sink, bad = Collect(), BadPreview()
+    stats = _scanner(runner, [make_image("blue", seed=i) for i in range(4)], [sink, bad]).run()
+    assert stats.classified == 4 and stats.sink_errors == 4 and sink.previews == 4
+    (err,) = sink.of("error")
+    assert err["where"] == "sink" and err["message"] == "preview of sink BadPreview failed: error: encoder exploded"
+    assert not bad.of("error") and len(bad.of("frame")) == 4  # its emit() works, its own failure is not sent to it
+
+
+def test_a_bug_in_the_model_runner_is_an_error_event_with_its_type(runner):
+    class Buggy:
+        def run_frame(self, image):
+            raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    sink = Collect()
+    sc = _scanner(runner, [make_image("blue", seed=i) for i in range(3)], [sink])
+    sc.runner = Buggy()
+    stats = sc.run()
+    assert stats.classified == 0 and stats.errors == 3
+    assert [(e["where"], e["message"]) for e in sink.of("error")] == \
+        [("scanner", "TypeError: unsupported operand type(s) for +: 'int' and 'str'")] * 3
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_interrupt_from_the_source_ends_the_scan_with_a_verdict(runner, stop):
+    sink = Collect()
+    frames = [make_image("grey")] * 2 + [stop()] + [make_image("grey")] * 5
+    sc = _scanner(runner, frames, [sink], min_frames=100, session_frames=1000)
+    with pytest.raises(stop):
+        sc.run()
+    assert sc.stats.classified == 2 and not sink.of("error")
+    (v,) = sink.of("verdict")
+    assert v["frames_used"] == 2
+
+
+def test_a_source_that_always_raises_stops_after_the_consecutive_error_limit(runner):
+    class Dead(ListSource):
+        def read(self, timeout=None):
+            raise OSError(5, "Input/output error")
+
+    tracker = SessionTracker(SessionConfig(change_threshold=None, gap_s=None), runner.thresholds)
+    sink = Collect()
+    sc = Scanner(runner, Dead([]), [sink], tracker, ScanConfig(max_consecutive_errors=5))
+    with pytest.raises(ScanError, match=r"5 errors in a row, last: OSError: \[Errno 5\] Input/output error"):
+        sc.run()
+    assert len(sink.of("error")) == 5 and sc.stats.frames == 0
 
 
 def test_consecutive_errors_stop_the_scan(runner):
