@@ -14,6 +14,7 @@ from edge_runtime.device_info import describe_device
 from edge_runtime.errors import MgfenError
 from edge_runtime.labels import load_labels
 from edge_runtime.manifest import load_bundle
+from edge_runtime.prefetch import prefetch_threads
 
 BACKEND_CHOICES = ("auto", "ort", "trt", "all")
 PRECISION_CHOICES = ("auto",) + tuple(PRECISIONS) + ("all",)
@@ -33,12 +34,16 @@ PRECISION_CHOICES = ("auto",) + tuple(PRECISIONS) + ("all",)
               help="Frame source URI (file://, csi://, v4l2://, picam://) [default: a fixed synthetic frame].")
 @click.option("--labels", "labels_dir", type=click.Path(path_type=Path), default=None,
               help="Class-labelled folder (or manifest.csv) for the file source: adds per-frame accuracy.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime intra-op threads [default: all cores; with --prefetch all but one].")
+@click.option("--prefetch/--no-prefetch", default=False, show_default=True,
+              help="Capture, gate and preprocess the next frame in a worker thread while the graphs run "
+                   "(mgfen-scan's default); total is then the loop's time per frame.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Also write device, config and rows as JSON ('-' for stdout).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, frames: int, warmup: int,
-         source: str | None, labels_dir: Path | None, threads: int | None, json_path: Path | None, debug: bool) -> None:
+         source: str | None, labels_dir: Path | None, threads: int | None, prefetch: bool, json_path: Path | None, debug: bool) -> None:
     """Measure latency per stage (capture, gate, preprocess, global, crop, parts, vote, total):
     min/p50/p90/p99/mean ms, FPS, peak memory, model size, and accuracy with --labels.
 
@@ -56,7 +61,8 @@ def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, fra
         labels = load_labels(labels_dir, bundle.manifest.classes) if labels_dir is not None else None
         backends = ["ort", "trt"] if backend == "all" else [backend]
         precisions = list(PRECISIONS) if precision == "all" else [precision]
-        cfg = BenchConfig(frames=frames, warmup=warmup, threads=threads, source=source)
+        threads = threads or prefetch_threads(prefetch)
+        cfg = BenchConfig(frames=frames, warmup=warmup, threads=threads, source=source, prefetch=prefetch)
         device = describe_device(threads)
         for warning in device["warnings"]:
             click.echo(f"warning: {warning}", err=True)
@@ -76,7 +82,8 @@ def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, fra
     click.echo(format_table(rows))
     if json_path is not None:
         doc = {"device": device, "bundle": str(bundle_dir), "model_id": bundle.model_id,
-               "config": {"frames": frames, "warmup": warmup, "source": source, "threads": threads},
+               "config": {"frames": frames, "warmup": warmup, "source": source, "threads": threads,
+                          "prefetch": prefetch},
                "rows": [r.to_dict() for r in rows]}
         text = json.dumps(doc, indent=2) + "\n"
         if str(json_path) == "-":

@@ -2,6 +2,8 @@
 
     runner = ModelRunner.open(bundle, backend="auto", precision=None)
     result = runner.run_frame(bgr)          # HxWx3 uint8 BGR, any size >= 32 px
+    # or in two steps, so the preprocessing of the next frame can run beside the graphs (prefetch.py):
+    result = runner.run_prepared(runner.prepare(bgr))
 
 Stages (all maths lives in preprocess.py and roi.py; this module only sequences them):
     preprocess  prepare_frame -> F x F x 3 uint8 RGB, global_input -> 1x3xSxS float32
@@ -46,6 +48,17 @@ class FrameResult:
     heatmap: np.ndarray
     timings_ms: dict
     frame_shape: tuple[int, int]
+
+
+@dataclass
+class PreparedFrame:
+    """A frame ready for the graphs. frame: F x F x 3 uint8 RGB (prepare_frame); x: 1x3xSxS float32
+    (global_input); source_shape: (H, W) of the source frame; preprocess_ms: time prepare() took."""
+
+    frame: np.ndarray
+    x: np.ndarray
+    source_shape: tuple[int, int]
+    preprocess_ms: float
 
 
 class ModelRunner:
@@ -94,13 +107,24 @@ class ModelRunner:
     def backend_names(self) -> list[str]:
         return [b.name for b in (self.global_backend, self.parts_backend) if b is not None]
 
-    def run_frame(self, frame_bgr: np.ndarray) -> FrameResult:
-        """HxWx3 uint8 BGR frame -> FrameResult. A frame of the wrong type/shape raises ImageError; a
-        graph whose outputs break the contract raises BackendError."""
+    def prepare(self, frame_bgr: np.ndarray) -> PreparedFrame:
+        """The preprocess stage alone (thread-safe: it only reads the manifest's config). A frame of the
+        wrong type/shape raises ImageError."""
         t0 = time.perf_counter()
         bgr = to_bgr8(frame_bgr, "frame")
         frame = prepare_frame(bgr, self.cfg)
         x = global_input(frame, self.cfg)
+        return PreparedFrame(frame, x, bgr.shape[:2], (time.perf_counter() - t0) * 1e3)
+
+    def run_frame(self, frame_bgr: np.ndarray) -> FrameResult:
+        """HxWx3 uint8 BGR frame -> FrameResult. A frame of the wrong type/shape raises ImageError; a
+        graph whose outputs break the contract raises BackendError."""
+        return self.run_prepared(self.prepare(frame_bgr))
+
+    def run_prepared(self, prepared: PreparedFrame) -> FrameResult:
+        """The graph stages (global, crop, parts, vote) on a prepared frame; timings include its
+        preprocess_ms."""
+        frame, x = prepared.frame, prepared.x
         t1 = time.perf_counter()
         g = self.global_backend.infer({names.GLOBAL_INPUT: x})
         boxes = g[names.BOXES]
@@ -122,10 +146,10 @@ class ModelRunner:
         p = float(probs[self.positive])
         decision = self.thresholds.decide(p)
         t5 = time.perf_counter()
-        timings = {"preprocess": (t1 - t0) * 1e3, "global": (t2 - t1) * 1e3, "crop": (t3 - t2) * 1e3,
+        timings = {"preprocess": prepared.preprocess_ms, "global": (t2 - t1) * 1e3, "crop": (t3 - t2) * 1e3,
                    "parts": (t4 - t3) * 1e3, "vote": (t5 - t4) * 1e3}
         return FrameResult(p, decision, probs, boxes[0], box_scores, g[names.HEATMAP][0, 0], timings,
-                           bgr.shape[:2])
+                           prepared.source_shape)
 
     def close(self) -> None:
         for b in (self.global_backend, self.parts_backend):

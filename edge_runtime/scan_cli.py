@@ -20,6 +20,7 @@ from edge_runtime.errors import MgfenError
 from edge_runtime.labels import load_labels
 from edge_runtime.manifest import load_bundle
 from edge_runtime.model_runner import STAGES, ModelRunner
+from edge_runtime.prefetch import PrefetchSource, prefetch_threads
 from edge_runtime.quality import QualityConfig
 from edge_runtime.scanner import ScanConfig, Scanner
 from edge_runtime.session import SessionConfig, SessionTracker
@@ -82,14 +83,17 @@ def main() -> None:
               help="Quality gate: minimum variance of the Laplacian.")
 @click.option("--frame-timeout", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="Seconds without a camera frame before the watchdog reconnects.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime intra-op threads [default: all cores; with --prefetch all but one].")
+@click.option("--prefetch/--no-prefetch", default=True, show_default=True,
+              help="Gate and preprocess the next frame in a worker thread while the graphs run on this one.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @sink_options
 def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str, precision: str | None,
                 session_frames: int, min_frames: int, loop: bool, rate: float | None, out: str | None,
                 audit_db: Path | None, max_frames: int | None, labels_dir: Path | None,
                 summary_json: Path | None, no_gate: bool, min_focus: float, frame_timeout: float,
-                threads: int | None, debug: bool, **sink_opts) -> None:
+                threads: int | None, prefetch: bool, debug: bool, **sink_opts) -> None:
     """Scan: source -> quality gate -> model -> sessions -> events (one JSON object per line).
 
     \b
@@ -105,7 +109,7 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
         src = open_source(source, loop=loop, rate=rate, capture=CaptureConfig(frame_timeout=frame_timeout))
         if labels is not None and not source.startswith("file://") and "://" in source:
             raise click.UsageError("--labels needs a file source (file://PATH)")
-        runner = ModelRunner.open(bundle, backend, precision, threads)
+        runner = ModelRunner.open(bundle, backend, precision, threads or prefetch_threads(prefetch))
     except MgfenError as exc:
         _fail(exc, debug)
     if trust is not None:
@@ -116,6 +120,8 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
     tracker = SessionTracker(SessionConfig(session_frames=session_frames, min_frames=min_frames),
                              bundle.manifest.thresholds)
     cfg = ScanConfig(max_frames=max_frames, gate=QualityConfig(min_focus=min_focus, enabled=not no_gate))
+    if prefetch:
+        src = PrefetchSource(src, runner.prepare, cfg.gate)
     audit = None
     scanner = None
     try:

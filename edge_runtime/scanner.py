@@ -15,6 +15,10 @@ frame in hand, gives the open session its verdict, and returns.
 A sink that raises is counted (`sink_errors`) and never stops the scan; when a sink starts failing, one
 `error` event (where "sink", with the exception type) goes to the other sinks, and one line to stderr.
 
+With a PrefetchSource (edge_runtime/prefetch.py) frames arrive gated and preprocessed: the loop then
+only runs the graphs, and timings_ms.total is the loop's time per frame, which no longer includes the
+preprocess and gate stages (they ran beside the previous frame's graphs and are reported as measured).
+
 A sink is any object with `emit(event: dict)` and `close()`. A sink may also have
 `preview(frame_bgr, heatmap, event)`: it is then called after each frame event with the HxWx3 uint8 BGR
 source frame, the [h,w] float32 heatmap and the event (references, not copies: a sink must not modify
@@ -237,7 +241,7 @@ class Scanner:
         image = frame.image
         item_changed = frame.item is not None and frame.item != self._item
         self._item = frame.item if frame.item is not None else self._item
-        quality = check_frame(image, self.cfg.gate)
+        quality = frame.quality if frame.quality is not None else check_frame(image, self.cfg.gate)
         t2 = time.perf_counter()
         for v in self.tracker.boundary(frame.ts, quality.hist, frame.item, item_changed):
             self._verdict(v)
@@ -248,10 +252,14 @@ class Scanner:
             self._emit(events.retake_event(session, frame.index, self.model, quality.reason, quality, frame.item,
                                            ts=frame.ts))
             return
-        result = self.runner.run_frame(image)
+        # prepared ahead by a PrefetchSource (its preprocess ran beside the previous frame's graphs)
+        if frame.prepared is not None:
+            result = self.runner.run_prepared(frame.prepared)
+        else:
+            result = self.runner.run_frame(image)
         timings = dict(result.timings_ms)
         timings["capture"] = (t1 - t0) * 1e3
-        timings["gate"] = (t2 - t1) * 1e3
+        timings["gate"] = frame.gate_ms if frame.gate_ms is not None else (t2 - t1) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         event = events.frame_event(session, frame.index, self.model, result, quality, timings, frame.item,
                                    ts=frame.ts)

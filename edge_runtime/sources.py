@@ -427,12 +427,17 @@ def make_camera_factory(spec: SourceSpec, loop: bool = False) -> Callable[[], Ca
 @dataclass
 class Frame:
     """One captured frame. image: HxWx3 uint8 BGR; index: sequence number from the source (gaps mean
-    dropped frames); ts: capture time (unix s); item: file name for file sources, else None."""
+    dropped frames); ts: capture time (unix s); item: file name for file sources, else None.
+    quality, gate_ms, prepared: filled ahead of time by edge_runtime.prefetch.PrefetchSource (the gate's
+    QualityReport, its time, and the model's PreparedFrame when the gate passed), else None."""
 
     image: np.ndarray
     index: int
     ts: float
     item: str | None = None
+    quality: object | None = None
+    gate_ms: float | None = None
+    prepared: object | None = None
 
 
 @dataclass(frozen=True)
