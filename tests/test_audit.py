@@ -113,3 +113,44 @@ def test_acknowledged_verdicts_survive_kill_9(tmp_path):
     for r in rows:  # every row's evidence file exists and decodes
         assert cv2.imread(str(tmp_path / r["evidence"])) is not None
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_kill_9_of_mgfen_scan_loses_no_emitted_verdict(tmp_path):
+    """A real `mgfen-scan run` streaming verdicts (one per file, looped) is killed with SIGKILL; every
+    verdict event it had written to events.jsonl has its audit row, and the database is intact."""
+    import json
+    import time
+
+    from fake_bundle import make_fake_bundle
+
+    bundle = make_fake_bundle(tmp_path / "bundle")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(frames / f"item{i}.png"), make_image("blue" if i % 2 else "red", seed=i))
+    db, out = tmp_path / "audit.db", tmp_path / "events.jsonl"
+    cmd = [sys.executable, "-m", "edge_runtime.scan_cli", "run", "--bundle", str(bundle), "--source",
+           f"file://{frames}", "--loop", "--rate", "40", "--session-frames", "2", "--min-frames", "1",
+           "--no-gate", "--audit", str(db), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def verdicts() -> list[dict]:
+        if not out.is_file():
+            return []
+        lines = out.read_text().splitlines()
+        done = [json.loads(line) for line in lines if line.endswith("}")]
+        return [e for e in done if e["type"] == "verdict"]
+
+    try:
+        deadline = time.monotonic() + 60
+        while len(verdicts()) < 12 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    emitted = verdicts()
+    assert len(emitted) >= 12, proc.stderr.read().decode()[-500:]
+    rows = read_rows(db)
+    recorded = {(r["session"], r["frame"]) for r in rows}
+    assert {(e["session"], e["frame"]) for e in emitted} <= recorded
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
