@@ -64,6 +64,9 @@ class Thresholds:
         return "uncertain"
 
 
+SNAP_PX = 1e-3  # crop_rois: a box this close to whole pixels is cut as a plain slice
+
+
 def _sample_axis(start: float, length: float, size: int, limit: int):
     """Sample positions of one roi_align axis (sampling_ratio=1, aligned=True) with bilinear taps.
 
@@ -86,14 +89,26 @@ def crop_rois(frame: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     frame: HxWx3 uint8 (scaled by 1/255) or float32 RGB; boxes: Kx4 float, normalised x1, y1, x2, y2
     in [0, 1] of that frame; size: output side R. Returns Kx3xRxR float32 (in [0, 1] for uint8 input).
     One sample per output pixel at the bin centre, zero outside the frame: roi_align(aligned=True,
-    sampling_ratio=1) exactly.
+    sampling_ratio=1) exactly, except that a box of side R lying within SNAP_PX of whole pixels (the
+    model's snapped boxes after their float32 rounding) is cut as a plain slice: that differs from the
+    bilinear taps by at most SNAP_PX of one pixel step.
     """
     img = np.asarray(frame)
     scale = np.float32(1.0 / 255.0) if img.dtype == np.uint8 else np.float32(1.0)
     h, w = img.shape[:2]
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     out = np.empty((boxes.shape[0], 3, size, size), dtype=np.float32)
+    px = boxes * np.array([w, h, w, h], dtype=np.float64)
+    whole = np.round(px)
+    snapped = (np.abs(px - whole).max(axis=1) < SNAP_PX) & (whole[:, 2] - whole[:, 0] == size) \
+        & (whole[:, 3] - whole[:, 1] == size) & (whole[:, 0] >= 0) & (whole[:, 1] >= 0) \
+        & (whole[:, 2] <= w) & (whole[:, 3] <= h)
     for k, (x1, y1, x2, y2) in enumerate(boxes):
+        if snapped[k]:
+            xa, ya = int(whole[k, 0]), int(whole[k, 1])
+            np.multiply(img[ya : ya + size, xa : xa + size].transpose(2, 0, 1), scale, out=out[k],
+                        casting="unsafe")
+            continue
         xl, xh, fx, vx = _sample_axis(x1 * w, (x2 - x1) * w, size, w)
         yl, yh, fy, vy = _sample_axis(y1 * h, (y2 - y1) * h, size, h)
         # Interpolate along y, then along x, inside the box's own window of the frame (a view).
