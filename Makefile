@@ -18,7 +18,7 @@ install: $(BIN)/python
 # of the test split (accuracy, confusion matrix, latency per stage) -> latency benchmark. Each step
 # writes a file the next depends on, so a second `make demo` only redoes what changed.
 demo: install $(DEMO)/sheet.png $(DEMO)/scan_summary.json
-	$(BIN)/mgfen-bench --bundle $(DEMO)/bundle --frames 50 --json $(DEMO)/bench.json
+	$(BIN)/mgfen-bench --bundle $(DEMO)/bundle --frames 50 --prefetch --json $(DEMO)/bench.json
 
 $(DEMO)/data/card.json:
 	$(BIN)/mgfen-data synth --out $(DEMO)/data --seed 0 --overwrite
