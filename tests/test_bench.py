@@ -55,6 +55,15 @@ def test_rows_ran_and_failed(bundle_dir, labelled):
     assert "failed" in table and "ort      int8" in table
 
 
+def test_prefetch_rows_keep_every_stage_and_accuracy(bundle_dir, labelled):
+    cfg = BenchConfig(frames=8, warmup=2, threads=1, source=f"file://{labelled}", prefetch=True)
+    labels = {str(p.resolve()): p.parent.name for p in labelled.rglob("*.png")}
+    (row,) = run_bench(load_bundle(bundle_dir), ["ort"], ["int8"], cfg, labels)
+    assert row.status == "ran" and set(row.stats) == set(BENCH_STAGES)
+    assert row.stats["preprocess"]["min"] > 0 and row.stats["gate"]["min"] > 0  # measured in the worker
+    assert row.labelled == 8 and row.accuracy == 1.0  # prepared frames stay matched to their files
+
+
 def test_cli_json_and_errors(bundle_dir, tmp_path):
     runner = CliRunner()
     out = tmp_path / "bench.json"
