@@ -87,49 +87,35 @@ def peak_rss_mb() -> float:
 
 
 class _FrameFeed:
-    """Frames for a run: from a source URI (looped), or the fixed synthetic frame. read() -> (image, item)."""
+    """Frames for a run, as a source (start / read / errors / ended / stats / close, what PrefetchSource
+    wraps): from a source URI (looped), or copies of the fixed synthetic frame."""
 
     def __init__(self, source: str | None, frame_size: int) -> None:
+        self.name, self.ended, self.stats, self._index = "bench feed", False, None, 0
+        self._uri = source
         self._src = None
-        self._still = None
-        if source is None:
-            self._still = synthetic_frame(frame_size)
-        else:
-            self._src = open_source(source, loop=True)
-            self._src.start()
-
-    def read(self) -> tuple[np.ndarray, str | None]:
-        if self._src is None:
-            return self._still.copy(), None  # a copy: what a camera hand-off costs at least
-        frame = self._src.read(timeout=5.0)
-        if frame is None:
-            raise MgfenError(f"source gave no frame within 5 s: {'; '.join(self._src.errors[-1:]) or 'stalled'}")
-        return frame.image, frame.item
-
-    def close(self) -> None:
-        if self._src is not None:
-            self._src.close()
-
-
-class _FeedSource:
-    """A _FrameFeed as a source (start/read/errors/ended/stats/close), for PrefetchSource."""
-
-    def __init__(self, feed: _FrameFeed) -> None:
-        self.feed, self.name, self.ended, self.stats, self._index = feed, "bench feed", False, None, 0
+        self._still = synthetic_frame(frame_size) if source is None else None
 
     def start(self) -> None:
-        pass
+        if self._uri is not None:
+            self._src = open_source(self._uri, loop=True)
+            self._src.start()
 
     def read(self, timeout: float | None = None) -> Frame:
-        image, item = self.feed.read()
         self._index += 1
-        return Frame(image, self._index - 1, time.time(), item)
+        if self._src is None:  # a copy: what a camera hand-off costs at least
+            return Frame(self._still.copy(), self._index - 1, time.time(), None)
+        frame = self._src.read(timeout=5.0)
+        if frame is None:
+            raise MgfenError(f"source gave no frame within 5 s: {'; '.join(self._src.errors()[-1:]) or 'stalled'}")
+        return frame
 
     def errors(self) -> list[str]:
         return []
 
     def close(self) -> None:
-        self.feed.close()
+        if self._src is not None:
+            self._src.close()
 
 
 def bench_runner(runner: ModelRunner, cfg: BenchConfig, labels: dict[str, str] | None = None,
@@ -137,10 +123,10 @@ def bench_runner(runner: ModelRunner, cfg: BenchConfig, labels: dict[str, str] |
     """Time `cfg.warmup + cfg.frames` frames through capture, gate and the model. Returns a ran row
     (backend/precision filled by the caller)."""
     gate = QualityConfig()
-    feed = _FrameFeed(cfg.source, runner.cfg.frame_size)
-    source = PrefetchSource(_FeedSource(feed), runner.prepare, gate) if cfg.prefetch else None
-    if source is not None:
-        source.start()
+    source = _FrameFeed(cfg.source, runner.cfg.frame_size)
+    if cfg.prefetch:
+        source = PrefetchSource(source, runner.prepare, gate)
+    source.start()
     times: dict[str, list[float]] = {s: [] for s in BENCH_STAGES}
     passed = correct = labelled = 0
     try:
@@ -149,23 +135,21 @@ def bench_runner(runner: ModelRunner, cfg: BenchConfig, labels: dict[str, str] |
             if i == cfg.warmup:
                 t_start = time.perf_counter()
             t0 = time.perf_counter()
-            if source is not None:
-                frame = source.read(timeout=10.0)
-                if frame is None:
-                    raise MgfenError("prefetch gave no frame within 10 s")
-                image, item = frame.image, frame.item
-            else:
-                image, item = feed.read()
+            frame = source.read(timeout=10.0)
+            if frame is None:
+                raise MgfenError("the frame feed gave no frame within 10 s")
+            image, item = frame.image, frame.item
             t1 = time.perf_counter()
-            if source is not None and frame.quality is not None:
+            if frame.quality is not None:  # gated ahead by the prefetch worker
                 ok, gate_ms = frame.quality.ok, frame.gate_ms
             else:
                 ok = check_frame(image, gate).ok
                 gate_ms = (time.perf_counter() - t1) * 1e3
-            t2 = time.perf_counter()
             # every frame runs the model, also one the gate failed (not prepared ahead then)
-            prepared = frame.prepared if source is not None else None
-            result = runner.run_prepared(prepared) if prepared is not None else runner.run_frame(image)
+            if frame.prepared is not None:
+                result = runner.run_prepared(frame.prepared)
+            else:
+                result = runner.run_frame(image)
             t3 = time.perf_counter()
             if i < cfg.warmup:
                 continue
@@ -181,7 +165,7 @@ def bench_runner(runner: ModelRunner, cfg: BenchConfig, labels: dict[str, str] |
                 correct += result.decision == truth
         wall = time.perf_counter() - t_start
     finally:
-        (source or feed).close()
+        source.close()
     return BenchRow(backend="", precision="", status="ran", engines=runner.backend_names,
                     stats={s: stage_stats(v) for s, v in times.items()}, fps=round(cfg.frames / wall, 2),
                     frames=cfg.frames, gate_pass=round(passed / cfg.frames, 3),
