@@ -184,6 +184,35 @@ def show(ctx: click.Context, root: Path, out: Path, pairs: int) -> None:
     click.echo(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]})")
 
 
+@main.command()
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False, path_type=Path), help="datasets/<name>/manifest.csv (source,commit,path,sha1,label,group).")
+@click.option("--repo", required=True, type=click.Path(path_type=Path), help="Local copy of the source repository: git clone, bare git dir, or a folder with its files.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write OUT/<label>/<file> and OUT/manifest.csv into (must be empty).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary to stdout.")
+@click.pass_context
+def arrange(ctx: click.Context, manifest: Path, repo: Path, out: Path, overwrite: bool, as_json: bool) -> None:
+    """Arrange a real dataset from a local copy of its public repository (bytes unchanged, SHA-1 checked).
+
+    \b
+    Writes OUT/{genuine,counterfeit}/<file> and OUT/manifest.csv (split left empty: the seeded
+    group-aware split applies). Example:
+      git clone https://github.com/OWNER/NAME src && git -C src checkout COMMIT
+      mgfen-data arrange --manifest datasets/NAME/manifest.csv --repo src --out runs/real/NAME
+    """
+    from train.real_data import arrange as arrange_dataset
+
+    try:
+        summary = arrange_dataset(manifest, repo, out, overwrite=overwrite)
+    except (MgfenError, OSError) as exc:
+        _fail(ctx.obj["debug"], exc)
+        return
+    per = ", ".join(f"{lab} {n} images / {summary['groups'][lab]} groups" for lab, n in summary["images"].items())
+    click.echo(f"arranged {summary['total']} files ({summary['bytes'] / 1e6:.1f} MB; {per}) into {out}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+
+
 # Background work (one-shot masks, offline background replacement) lives in train/bg_cli.py.
 from train.bg_cli import augment_cmd, masks_cmd  # noqa: E402
 

@@ -1,0 +1,165 @@
+"""mgfen-data arrange: real datasets from a manifest (source, commit, path, sha1, label, group) and a local
+git copy of the source repository. A tiny repository is built here; no network."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from train.data import index_folder
+from train.data_cli import main as data_main
+from train.errors import DataError
+from train.real_data import Entry, arrange, read_manifest, sha1_bytes, write_manifest
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "init.defaultBranch=main"]
+
+
+def _image(seed: int, ext: str) -> bytes:
+    img = np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(ext, img)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    """A git work tree with 4 items x 2 shots (2 genuine items, 2 counterfeit) in nested folders; returns
+    (work tree, commit, entries, {repo path: bytes})."""
+    work = tmp_path / "src"
+    files = {}
+    entries = []
+    for item in range(4):
+        label = "genuine" if item < 2 else "counterfeit"
+        for shot in range(2):
+            ext = ".png" if shot == 0 else ".jpg"
+            path = f"data/{'real' if item < 2 else 'fake'}/note {item}_{shot}{ext}"
+            files[path] = _image(10 * item + shot, ext)
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).write_bytes(files[path])
+    subprocess.run(GIT + ["init", "-q", str(work)], check=True)
+    subprocess.run(GIT + ["-C", str(work), "add", "."], check=True)
+    subprocess.run(GIT + ["-C", str(work), "commit", "-q", "-m", "images"], check=True)
+    commit = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    for path, data in files.items():
+        item = int(path.split("note ")[1].split("_")[0])
+        entries.append(Entry("owner/name", commit, path, sha1_bytes(data), "genuine" if item < 2 else "counterfeit",
+                             f"note{item}"))
+    return work, commit, entries, files
+
+
+def _check_arranged(out, files):
+    rows = list(csv.DictReader(open(out / "manifest.csv", newline="")))
+    assert len(rows) == len(files)
+    for row in rows:
+        data = (out / row["path"]).read_bytes()
+        assert data == files[row["source_path"]]  # bytes unchanged, no re-encoding
+        assert row["path"].startswith(row["label"] + "/")
+        assert row["split"] == ""
+        assert row["group"] == "note" + row["source_path"].split("note ")[1].split("_")[0]
+    assert {r["label"] for r in rows} == {"genuine", "counterfeit"}
+    return rows
+
+
+@pytest.mark.parametrize("kind", ["worktree", "bare", "plain"])
+def test_arrange_copies_bytes_labels_groups(tmp_path, repo, kind):
+    work, commit, entries, files = repo
+    manifest = tmp_path / "manifest.csv"
+    assert write_manifest(manifest, entries) == 8
+    src = work
+    if kind == "bare":
+        src = tmp_path / "mirror.git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(src)], check=True)
+    elif kind == "plain":
+        src = tmp_path / "plain"
+        shutil.copytree(work, src, ignore=shutil.ignore_patterns(".git"))
+    out = tmp_path / "out"
+    summary = arrange(manifest, src, out)
+    assert summary["images"] == {"counterfeit": 4, "genuine": 4}
+    assert summary["groups"] == {"counterfeit": 2, "genuine": 2}
+    _check_arranged(out, files)
+    # The project's loader takes it as is: a seeded group-aware split, every item whole in one split.
+    index = index_folder(out, seed=0)
+    assert index.classes == ("genuine", "counterfeit")
+    split_of = {}
+    for s in index.samples:
+        assert split_of.setdefault(s.group, s.split) == s.split
+
+
+def test_arrange_reads_the_manifest_commit_not_the_work_tree(tmp_path, repo):
+    work, commit, entries, files = repo
+    first = entries[0].path
+    (work / first).write_bytes(b"changed later")
+    subprocess.run(GIT + ["-C", str(work), "commit", "-q", "-am", "change"], check=True)
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(manifest, entries)
+    arrange(manifest, work, tmp_path / "out")
+    assert (tmp_path / "out" / entries[0].label / entries[0].out_name()).read_bytes() == files[first]
+
+
+def test_sha1_mismatch_is_refused_and_leaves_nothing(tmp_path, repo):
+    work, commit, entries, files = repo
+    bad = [entries[0]] + [Entry(e.source, e.commit, e.path, "0" * 40, e.label, e.group) if i == 3 else e
+                          for i, e in enumerate(entries[1:], start=1)]
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(manifest, bad)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"sha1 .* does not match") as err:
+        arrange(manifest, work, out)
+    assert entries[3].path in str(err.value) and "\n" not in str(err.value)
+    assert not out.exists() and not (tmp_path / "out.arranging").exists()
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("missing_repo", "repository not found"),
+    ("missing_file", "missing in"),
+    ("unknown_label", "unknown label 'fake'"),
+    ("bad_commit", "not found"),
+    ("no_column", "missing column"),
+    ("out_not_empty", "not empty"),
+])
+def test_bad_input_one_line_error_nonzero_exit(tmp_path, repo, case, pattern):
+    work, commit, entries, files = repo
+    manifest = tmp_path / "manifest.csv"
+    src, out = work, tmp_path / "out"
+    if case == "missing_repo":
+        src = tmp_path / "nowhere"
+    if case == "missing_file":
+        e = entries[0]
+        entries = [Entry(e.source, e.commit, "data/real/gone.png", e.sha1, e.label, e.group)] + entries[1:]
+    if case == "bad_commit":
+        entries = [Entry(e.source, "f" * 40, e.path, e.sha1, e.label, e.group) for e in entries]
+    write_manifest(manifest, entries)
+    if case == "unknown_label":
+        text = manifest.read_text().replace(",genuine,", ",fake,", 1)
+        manifest.write_text(text)
+    if case == "no_column":
+        manifest.write_text(manifest.read_text().replace("sha1", "hash", 1))
+    if case == "out_not_empty":
+        out.mkdir()
+        (out / "x").write_text("x")
+    result = CliRunner().invoke(data_main, ["arrange", "--manifest", str(manifest), "--repo", str(src),
+                                            "--out", str(out)])
+    assert result.exit_code != 0
+    lines = [ln for ln in result.output.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert pattern in lines[0]
+
+
+def test_cli_arranges_and_reports(tmp_path, repo):
+    work, commit, entries, files = repo
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(manifest, entries)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(data_main, ["arrange", "--manifest", str(manifest), "--repo", str(work),
+                                            "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "arranged 8 files" in result.output and "genuine 4 images / 2 groups" in result.output
+    _check_arranged(out, files)
+    assert len(read_manifest(manifest)) == 8
