@@ -163,3 +163,19 @@ def test_cli_arranges_and_reports(tmp_path, repo):
     assert "arranged 8 files" in result.output and "genuine 4 images / 2 groups" in result.output
     _check_arranged(out, files)
     assert len(read_manifest(manifest)) == 8
+
+
+def test_manifest_from_tree_labels_groups_and_hashes(tmp_path, repo):
+    from train.real_data import manifest_from_tree
+
+    work, commit, entries, files = repo
+
+    def rule(path):
+        item = path.split("note ")[1].split("_")[0]
+        return ("genuine" if "/real/" in path else "counterfeit"), f"note{item}"
+
+    made = manifest_from_tree(work, "owner/name", "data/", rule)
+    assert sorted(made, key=lambda e: e.path) == sorted(entries, key=lambda e: e.path)
+    assert all(e.commit == commit for e in made)
+    with pytest.raises(DataError, match="not a git"):
+        manifest_from_tree(tmp_path, "owner/name", "data/", rule)

@@ -242,3 +242,31 @@ def summary(entries: list[Entry]) -> dict:
     mixed = sorted(g for g, labs in by_group.items() if len(labs) > 1)
     return {"images": dict(sorted(images.items())), "groups": dict(sorted(groups.items())),
             "mixed_label_groups": mixed, "sources": sorted({e.source for e in entries}), "total": len(entries)}
+
+
+def manifest_from_tree(repo: str | Path, source: str, prefix: str, rule, commit: str = "HEAD") -> list[Entry]:
+    """Entries for every file under `prefix` at `commit` of a git copy `repo` that `rule(path)` labels:
+    rule returns (label, group) or None to skip. The commit is resolved to its 40-hex id, SHA-1s are taken
+    from the bytes. Used by datasets/<name>/make_manifest.py."""
+    reader = RepoReader(repo)
+    if not reader.is_git:
+        raise DataError(f"{repo}: not a git directory or clone")
+    git = reader._git
+    try:
+        commit = subprocess.run(git + ["rev-parse", f"{commit}^{{commit}}"], check=True, capture_output=True,
+                                text=True).stdout.strip()
+        paths = subprocess.run(git + ["ls-tree", "-r", "--name-only", "-z", commit, "--", prefix], check=True,
+                               capture_output=True, text=True).stdout.split("\0")
+    except subprocess.CalledProcessError as exc:
+        raise DataError(f"{repo}: git failed: {exc.stderr.strip()}") from None
+    entries = []
+    with reader:
+        for path in filter(None, paths):
+            labelled = rule(path)
+            if labelled is None:
+                continue
+            data = reader.read(commit, path)
+            if data is None:
+                raise DataError(f"{path}: listed at {commit[:12]} but its blob is absent in {repo}")
+            entries.append(Entry(source, commit, path, sha1_bytes(data), labelled[0], labelled[1]))
+    return entries
