@@ -15,11 +15,13 @@ missing package raises BackendError naming what to install.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
-from edge_runtime import names
+from edge_runtime import names, trt_buffers
 from edge_runtime.engine_cache import DeviceInfo, cache_key, lookup, onnx_for
 from edge_runtime.errors import BackendError, BundleError
 from edge_runtime.manifest import Bundle, Manifest
@@ -39,6 +41,7 @@ class Backend:
     """
 
     name = "backend"
+    why = ""  # one line: which backend open_backend picked and why (auto says why not native TensorRT)
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
     input_shapes: dict[str, tuple[int, ...]] = {}
@@ -146,73 +149,132 @@ class OrtBackend(Backend):
 # ------------------------------------------------------------------------------------- native TensorRT
 
 
-def import_tensorrt():
+@contextlib.contextmanager
+def tensorrt_required(what: str = "the trt backend") -> Iterator[None]:
+    """Wrap `import tensorrt as trt`: an ImportError becomes the one-line BackendError naming what to
+    install. Importing inside the caller (not returning the module) keeps `trt` typed for mypy."""
     try:
-        import tensorrt
+        yield
     except ImportError:
-        raise BackendError(f"the trt backend needs TensorRT's Python package: {TRT_HINT}") from None
-    return tensorrt
+        raise BackendError(f"{what} needs TensorRT's Python package: {TRT_HINT}") from None
+
+
+def check_tensorrt(trt: Any) -> str:
+    """TensorRT's version, or BackendError when `tensorrt` imported but is not TensorRT's bindings (a
+    namespace package left by a stub-only install, say)."""
+    version = getattr(trt, "__version__", None)
+    if not version or not hasattr(trt, "Runtime"):
+        raise BackendError("the `tensorrt` module here is not TensorRT's Python bindings (no __version__ or "
+                           f"Runtime; found {getattr(trt, '__file__', None) or 'a namespace package'}): {TRT_HINT}")
+    return str(version)
 
 
 def tensorrt_available() -> bool:
-    """True when `tensorrt` imports (does not touch the GPU)."""
+    """True when TensorRT's bindings import (does not touch the GPU)."""
     try:
-        import_tensorrt()
+        with tensorrt_required():
+            import tensorrt as trt
+        check_tensorrt(trt)
     except BackendError:
         return False
     return True
 
 
+def import_tensorrt() -> Any:
+    """The tensorrt module (untyped), or the one-line BackendError naming what to install."""
+    with tensorrt_required():
+        import tensorrt as trt
+    check_tensorrt(trt)
+    return trt
+
+
 class TrtBackend(Backend):
     """Native TensorRT on a serialized engine (a plain plan file built on this device).
 
-    Uses the name-based I/O API of TensorRT 10 (also present in 8.5): num_io_tensors, get_tensor_name,
-    get_tensor_mode, set_tensor_address, execute_async_v3. Buffers come from edge_runtime.trt_buffers
-    (cuda-python or pycuda), allocated once. Every shape must be fixed.
+    Uses the name-based I/O API of TensorRT 10 (also present in 8.5; 10 removed the binding-index API):
+    num_io_tensors, get_tensor_name, get_tensor_mode, set_tensor_address (its bool is checked),
+    execute_async_v3. Buffers come from edge_runtime.trt_buffers (cuda-python or pycuda, page-locked
+    host memory), allocated once. Every shape must be fixed.
 
-    This class is kept thin on purpose: it cannot run in this project's CI (no GPU, no TensorRT), so the
-    tests cover only its error paths (missing packages, missing engine) and the selection logic in
-    open_backend; it is exercised on a Jetson by `mgfen-scan --backend trt` and mgfen-bench.
+    cuda: a binding to share (export's engine check runs several plans on one); None loads one with
+    trt_buffers.load_cuda(cuda_binding), which this backend then owns and closes. A failure half-way
+    through __init__ frees what was allocated and pops pycuda's context before it raises.
+
+    Tested end to end against tests/fake_tensorrt.py and tests/fake_cuda.py (TensorRT 8.5 and 10
+    behaviour, both CUDA bindings, failures on demand); never run on a real GPU here.
     """
 
-    def __init__(self, engine_path: str | Path, cuda_binding: str | None = None) -> None:
-        trt = import_tensorrt()
-        from edge_runtime import trt_buffers
-
+    def __init__(self, engine_path: str | Path, cuda_binding: str | None = None,
+                 cuda: trt_buffers.CudaApi | None = None) -> None:
+        with tensorrt_required():
+            import tensorrt as trt
+        version = check_tensorrt(trt)
         path = Path(engine_path)
         if not path.is_file():
             raise BackendError(f"{path}: TensorRT engine not found (build it on this device with "
                                "`mgfen-export --engine`)")
         self.path = path
         self.name = f"trt:{path.name}"
-        self._cuda = trt_buffers.load_cuda(cuda_binding)
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
-        if self._engine is None:
+        self._buffers: trt_buffers.BufferSet | None = None
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._owns_cuda = cuda is None
+        self._cuda: trt_buffers.CudaApi | None = cuda if cuda is not None else trt_buffers.load_cuda(cuda_binding)
+        self.why = f"native TensorRT {version} ({self._cuda.name})"
+        try:
+            self._open(path)
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the original error
+                self.close()
+            raise
+
+    def _open(self, path: Path) -> None:
+        import tensorrt as trt  # already imported by __init__; typed here for mypy
+
+        assert self._cuda is not None
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._runtime = runtime
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
             raise BackendError(f"{path.name}: TensorRT {trt.__version__} cannot load this engine (built "
                                "with another TensorRT version or GPU?); rebuild it with `mgfen-export --engine`")
-        self._context = self._engine.create_execution_context()
-        specs, inputs, outputs = {}, [], []
-        for i in range(self._engine.num_io_tensors):
-            tname = self._engine.get_tensor_name(i)
-            shape = tuple(int(d) for d in self._engine.get_tensor_shape(tname))
+        self._engine = engine
+        context = engine.create_execution_context()
+        if context is None:
+            raise BackendError(f"{path.name}: TensorRT cannot create an execution context (out of GPU memory?)")
+        self._context = context
+        specs: dict[str, trt_buffers.Spec] = {}
+        inputs, outputs = [], []
+        for i in range(engine.num_io_tensors):
+            tname = engine.get_tensor_name(i)
+            dims = engine.get_tensor_shape(tname)
+            shape = tuple(int(dims[j]) for j in range(len(dims)))
             if any(d < 0 for d in shape):
                 raise BackendError(f"{path.name}: tensor {tname!r} has a dynamic shape {shape}")
-            specs[tname] = (shape, np.dtype(trt.nptype(self._engine.get_tensor_dtype(tname))))
-            is_input = self._engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT
-            (inputs if is_input else outputs).append(tname)
+            specs[tname] = (shape, np.dtype(trt.nptype(engine.get_tensor_dtype(tname))))
+            mode = engine.get_tensor_mode(tname)
+            if mode == trt.TensorIOMode.INPUT:
+                inputs.append(tname)
+            elif mode == trt.TensorIOMode.OUTPUT:
+                outputs.append(tname)
+            else:
+                raise BackendError(f"{path.name}: tensor {tname!r} is neither input nor output ({mode})")
         self._buffers = trt_buffers.BufferSet(self._cuda, specs)
         for tname, buf in self._buffers.buffers.items():
-            self._context.set_tensor_address(tname, buf.device)
+            if not context.set_tensor_address(tname, buf.device):
+                raise BackendError(f"{path.name}: TensorRT refused the device address of tensor {tname!r}")
         self.input_names, self.output_names = tuple(inputs), tuple(outputs)
         self.input_shapes = {n: specs[n][0] for n in inputs}
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_feeds(feeds)
         bufs = self._buffers
+        if bufs is None or self._context is None:
+            raise BackendError(f"{self.name}: closed")
         for n in self.input_names:
             bufs.upload(n, feeds[n])
-        if not self._context.execute_async_v3(bufs.stream):
+        if not self._context.execute_async_v3(bufs.stream_handle):
             raise BackendError(f"{self.name}: execute_async_v3 failed")
         for n in self.output_names:
             bufs.download(n)
@@ -220,13 +282,27 @@ class TrtBackend(Backend):
         return {n: bufs.buffers[n].host.astype(np.float32, copy=True) for n in self.output_names}
 
     def close(self) -> None:
-        if getattr(self, "_buffers", None) is not None:
-            self._buffers.free()
-            self._buffers = None
-        self._context = self._engine = None
-        if getattr(self, "_cuda", None) is not None:
-            self._cuda.close()
-            self._cuda = None
+        """Drop the context and engine, free the buffers, then (when owned) close the CUDA binding, popping
+        pycuda's context -- each step runs even when an earlier one fails. Safe to call twice."""
+        self._context = self._engine = self._runtime = None
+        bufs, self._buffers = getattr(self, "_buffers", None), None
+        cuda, self._cuda = getattr(self, "_cuda", None), None
+        try:
+            if bufs is not None:
+                bufs.free()
+        finally:
+            if cuda is not None and getattr(self, "_owns_cuda", True):
+                cuda.close()
+
+
+def probe_device(trt_version: str, cuda: trt_buffers.CudaApi) -> DeviceInfo:
+    """What engines are keyed by on this machine: TensorRT version, GPU name and compute capability of the
+    binding's device, and the Jetson board from the device tree (empty elsewhere)."""
+    from edge_runtime.device_info import jetson_board
+
+    gpu, cap = cuda.device()
+    model, ids = jetson_board()
+    return DeviceInfo(trt_version, gpu, f"{cap[0]}.{cap[1]}", model, ids)
 
 
 # ------------------------------------------------------------------------------------------- selection
@@ -294,23 +370,30 @@ def ort_provider_list(target: str, precision: str, cache_dir: Path | None) -> li
 
 
 def native_engine_path(bundle: Bundle, graph: str, precision: str, device: DeviceInfo) -> Path | None:
-    """The cached, intact engine `mgfen-export --engine` built for this graph, precision, GPU and
-    TensorRT version (edge_runtime.engine_cache), or None when there is none."""
+    """The cached, intact engine `mgfen-export --engine` built for this graph, precision, device, TensorRT
+    version and build recipe (edge_runtime.engine_cache), or None when there is none."""
     onnx_name = onnx_for(bundle, graph, precision)
     key = cache_key(bundle.manifest.files[onnx_name].sha256, device, precision)
     return lookup(bundle.path(names.ENGINE_DIR), key)
 
 
-def _native_engine(bundle: Bundle, graph: str, precision: str) -> Path | None:
-    trt = import_tensorrt()
-    from edge_runtime import trt_buffers
-
+def _native_engine(bundle: Bundle, graph: str, precision: str) -> tuple[Path | None, str]:
+    """(cached engine or None, a one-line account of what was found). BackendError when TensorRT or a
+    working CUDA binding is missing."""
+    version = str(import_tensorrt().__version__)
     cuda = trt_buffers.load_cuda()
     try:
-        gpu, cap = cuda.device()
+        device = probe_device(version, cuda)
     finally:
         cuda.close()
-    return native_engine_path(bundle, graph, precision, DeviceInfo(str(trt.__version__), gpu, f"{cap[0]}.{cap[1]}"))
+    skipped = f"; {'; '.join(cuda.skipped)}" if cuda.skipped else ""
+    engine = native_engine_path(bundle, graph, precision, device)
+    if engine is None:
+        return None, (f"no TensorRT engine for {graph} at {precision} for this GPU and TensorRT version "
+                      f"({device.label()}, TensorRT {version}) in {bundle.path(names.ENGINE_DIR)}: build it "
+                      f"with `mgfen-export {bundle.root} --engine --precision {precision}`")
+    return engine, (f"native TensorRT {version} via {cuda.name}{skipped}, {device.label()}, engine "
+                    f"{engine.name}")
 
 
 def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: str | None = "int8",
@@ -318,28 +401,32 @@ def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: s
     """Open `graph` ("global" | "parts") of a loaded bundle.
 
     backend: "ort" (onnxruntime, best provider present: TensorRT EP > CUDA EP > CPU), "trt" (native
-    TensorRT engine from bundle/engines, named by engine_file_name), or "auto": native TensorRT when
-    tensorrt imports and an engine for this GPU exists, else "ort". precision: "int8" | "fp16" | "fp32",
-    or None for the best the bundle offers (int8 when present, else fp32).
+    TensorRT engine from bundle/engines, keyed by edge_runtime.engine_cache), or "auto": native TensorRT
+    when tensorrt imports, a CUDA binding works and an engine for this device exists, else "ort".
+    precision: "int8" | "fp16" | "fp32", or None for the best the bundle offers (int8 when present, else
+    fp32). The returned backend's `why` is one line naming what was picked and, for auto on onnxruntime,
+    why native TensorRT was not (not installed, no working CUDA binding, no engine for this device).
     """
     if graph not in names.GRAPHS:
         raise BackendError(f"unknown graph {graph!r}; expected one of {names.GRAPHS}")
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if backend in ("auto", "trt") and (backend == "trt" or tensorrt_available()):
+    not_native = ""
+    if backend in ("auto", "trt"):
         prec = resolve_precision(bundle.manifest, graph, precision, "trt")
         try:
-            engine = _native_engine(bundle, graph, prec)
-        except BackendError:
+            engine, why = _native_engine(bundle, graph, prec)
+        except BackendError as exc:
             if backend == "trt":
                 raise
-            engine = None
+            engine, why = None, str(exc)
         if engine is not None:
-            return TrtBackend(engine)
+            native = TrtBackend(engine)
+            native.why = f"{backend}: {why}"
+            return native
         if backend == "trt":
-            raise BackendError(f"no TensorRT engine for {graph} at {prec} for this GPU and TensorRT version in "
-                               f"{bundle.path(names.ENGINE_DIR)}: build it with "
-                               f"`mgfen-export {bundle.root} --engine --precision {prec}`")
+            raise BackendError(why)
+        not_native = f"; native TensorRT not used: {why}"
     available = ort_providers()
     if not available:
         import_onnxruntime()  # raises the install hint
@@ -351,4 +438,6 @@ def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: s
     cache = bundle.path(names.ENGINE_DIR) / "ort-trt" if target == "trt" else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-    return OrtBackend(bundle.path(name), ort_provider_list(target, prec, cache), threads=threads)
+    be = OrtBackend(bundle.path(name), ort_provider_list(target, prec, cache), threads=threads)
+    be.why = f"{backend}: onnxruntime {be.providers[0]}, {prec} ({name}){not_native}"
+    return be

@@ -65,6 +65,22 @@ def gpu_info() -> list[dict]:
     return gpus
 
 
+def jetson_board(root: str = "/") -> tuple[str, str]:
+    """(model, module ids) of a Jetson from its device tree, for the engine cache key: Orin Nano, NX and
+    AGX all report GPU "Orin" and compute capability 8.7. model: /proc/device-tree/model ("NVIDIA Jetson
+    AGX Orin Developer Kit"); module ids: the part-number entries of /proc/device-tree/compatible
+    (NUL-separated, e.g. "nvidia,p3768-0000+p3767-0005,nvidia,p3767-0005,nvidia,tegra234"), which tell
+    the module SKU where a carrier board's model string does not. ("", "") off a Jetson."""
+    base = Path(root) / "proc/device-tree"
+    model = _read(str(base / "model")) or ""
+    try:
+        raw = (base / "compatible").read_bytes().decode(errors="replace")
+    except OSError:
+        raw = ""
+    ids = ",".join(part for part in raw.split("\x00") if part.strip())
+    return model, ids
+
+
 def jetson_info() -> dict | None:
     """Jetson model, L4T release and power mode; None on other machines."""
     release = _read("/etc/nv_tegra_release")

@@ -90,8 +90,11 @@ def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | N
         if engine:
             from export.engine import ensure_engines
 
-            plans = ensure_engines(bundle, precision, log=log)
-            report["engines"] = {g: str(p) for g, p in plans.items()}
+            results = ensure_engines(bundle, precision, log=log)
+            for res in results.values():  # one verification line per engine, for a ticket
+                click.echo(res.line, err=as_json)  # stdout stays pure JSON with --json
+            report["engines"] = {g: {"plan": str(r.plan), "cached": r.cached, "verify": r.entry.get("verify")}
+                                 for g, r in results.items()}
         if as_json:
             click.echo(json.dumps(report, indent=2, default=str))
     except click.ClickException:

@@ -3,8 +3,10 @@ TensorRT glue run against a fake `tensorrt` module and fake CUDA memory (no GPU 
 
 from __future__ import annotations
 
+import json
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,8 @@ from edge_runtime.engine_cache import INDEX_FILE, DeviceInfo, cache_key, onnx_fo
 from edge_runtime.errors import BackendError, BundleError
 from edge_runtime.manifest import load_bundle
 from fake_bundle import make_fake_bundle
+from fake_cuda import FakeGpu, install
+from fake_tensorrt import make_tensorrt
 
 
 @pytest.fixture(scope="module")
@@ -122,23 +126,29 @@ def test_trt_missing_package_names_what_to_install(bundle, monkeypatch):
         TrtBackend("x.engine")
 
 
-def _fake_tensorrt() -> types.ModuleType:
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.3.0"
-    return trt
-
-
 def test_trt_without_cuda_binding(bundle, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
-    for mod in ("cuda", "cuda.bindings", "cuda.cudart", "pycuda", "pycuda.driver"):
-        monkeypatch.setitem(sys.modules, mod, None)
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(FakeGpu()))
+    install(monkeypatch, FakeGpu(), cuda_python=False, pycuda=False)
     with pytest.raises(BackendError, match="cuda-python.*pycuda"):
         trt_buffers.load_cuda()
     with pytest.raises(BackendError, match="CUDA binding"):
         open_backend(bundle, "global", "trt", "int8")
-    # auto falls back to onnxruntime when native TensorRT cannot run
+    # auto falls back to onnxruntime when native TensorRT cannot run, and says why
     with open_backend(bundle, "global", "auto", "int8") as be:
         assert isinstance(be, OrtBackend)
+        assert be.why.startswith("auto: onnxruntime CPUExecutionProvider, int8 (global.int8.cpu.onnx); native "
+                                 "TensorRT not used: native TensorRT needs a CUDA binding")
+
+
+def test_tensorrt_namespace_package_is_not_tensorrt(bundle, monkeypatch):
+    """A stub-only install (tensorrt-stubs) leaves a `tensorrt` folder without code: it imports as a
+    namespace package. That is not TensorRT: a one-line error for trt, onnxruntime for auto."""
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    assert not backends.tensorrt_available()
+    with pytest.raises(BackendError, match="not TensorRT's Python bindings"):
+        open_backend(bundle, "global", "trt", "int8")
+    with open_backend(bundle, "global", "auto", "int8") as be:
+        assert isinstance(be, OrtBackend) and "not TensorRT's Python bindings" in be.why
 
 
 def _cache_engine(bundle, graph: str, precision: str, device: DeviceInfo):
@@ -174,147 +184,146 @@ def test_native_engine_path_reads_the_export_cache(bundle):
 # ------------------------------------------- TensorRT glue against fakes (the real thing needs a Jetson)
 
 
-class FakeCuda(trt_buffers.CudaApi):
-    """Device memory as numpy byte arrays; records calls."""
-
-    name = "fake"
-
-    def __init__(self):
-        self.mem, self.next, self.freed, self.closed = {}, 4096, [], False
-
-    def malloc(self, nbytes):
-        ptr, self.next = self.next, self.next + nbytes + 256
-        self.mem[ptr] = np.zeros(nbytes, np.uint8)
-        return ptr
-
-    def free(self, ptr):
-        self.freed.append(ptr)
-        del self.mem[ptr]
-
-    def stream_create(self):
-        return 7
-
-    def stream_sync(self, stream):
-        assert stream == 7
-
-    def stream_destroy(self, stream):
-        pass
-
-    def htod_async(self, ptr, host, stream):
-        self.mem[ptr][: host.nbytes] = host.reshape(-1).view(np.uint8)
-
-    def dtoh_async(self, host, ptr, stream):
-        host.reshape(-1).view(np.uint8)[:] = self.mem[ptr][: host.nbytes]
-
-    def device(self):
-        return "Fake GPU", (8, 7)
-
-    def close(self):
-        self.closed = True
+@pytest.fixture()
+def gpu(monkeypatch):
+    """A fake Orin behind both CUDA bindings; nothing may leak by the end of the test."""
+    g = FakeGpu()
+    install(monkeypatch, g)
+    yield g
+    g.assert_clean()
 
 
-def _fake_trt_runtime(cuda: FakeCuda) -> types.ModuleType:
-    """A `tensorrt` module whose engine doubles input "x" [1,3] float32 into output "y" [1,3]."""
-    trt = _fake_tensorrt()
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
-    trt.nptype = lambda dt: dt
+def _plan(tmp_path, gpu, trt_version: str, graph: str = "parts") -> Path:
+    """A plan of the fake bundle's graph, built by the fake TensorRT with export's build_plan."""
+    from edge_runtime.engine_cache import build_recipe
+    from export.engine import build_plan
 
-    class Context:
-        def __init__(self):
-            self.addr = {}
-
-        def set_tensor_address(self, name, ptr):
-            self.addr[name] = ptr
-
-        def execute_async_v3(self, stream):
-            x = cuda.mem[self.addr["x"]].view(np.float32)
-            cuda.mem[self.addr["y"]].view(np.float32)[:] = 2 * x
-            return True
-
-    class Engine:
-        num_io_tensors = 2
-
-        def get_tensor_name(self, i):
-            return ("x", "y")[i]
-
-        def get_tensor_shape(self, name):
-            return (1, 3)
-
-        def get_tensor_dtype(self, name):
-            return np.float32
-
-        def get_tensor_mode(self, name):
-            return "in" if name == "x" else "out"
-
-        def create_execution_context(self):
-            return Context()
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            return Engine() if data == b"PLAN" else None
-
-    trt.Runtime = Runtime
-    return trt
+    root = make_fake_bundle(tmp_path / "plan_src")
+    gpu.runtime_context = True
+    plan = tmp_path / f"{graph}.plan"
+    plan.write_bytes(build_plan(root / f"{graph}.onnx", build_recipe("fp32", trt_version)))
+    gpu.runtime_context = False
+    return plan
 
 
-def test_trt_backend_glue_with_fakes(tmp_path, monkeypatch):
-    cuda = FakeCuda()
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_trt_runtime(cuda))
-    monkeypatch.setattr(trt_buffers, "load_cuda", lambda prefer=None: cuda)
+@pytest.mark.parametrize("binding", ["cuda-python", "pycuda"])
+@pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
+def test_trt_backend_end_to_end(tmp_path, monkeypatch, gpu, binding, version):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(gpu, version))
+    plan = _plan(tmp_path, gpu, version)
     with pytest.raises(BackendError, match="engine not found"):
-        TrtBackend(tmp_path / "none.engine")
-    stale = tmp_path / "stale.engine"
-    stale.write_bytes(b"OTHER")
-    with pytest.raises(BackendError, match="cannot load this engine"):
-        TrtBackend(stale)
-    plan = tmp_path / "ok.engine"
-    plan.write_bytes(b"PLAN")
-    be = TrtBackend(plan)
-    assert be.input_names == ("x",) and be.output_names == ("y",)
-    for value in (1.5, -3.0):  # buffers are reused across calls
-        out = be.infer({"x": np.full((1, 3), value, np.float32)})
-        np.testing.assert_array_equal(out["y"], np.full((1, 3), 2 * value, np.float32))
+        TrtBackend(tmp_path / "none.plan", binding)
+    be = TrtBackend(plan, binding)
+    assert be.input_names == (names.PARTS_INPUT,) and be.output_names == (names.PART_LOGITS,)
+    assert be.input_shapes == {names.PARTS_INPUT: (4, 3, 32, 32)}
+    ref = OrtBackend(make_fake_bundle(tmp_path / "ref") / "parts.onnx")
+    for value in (0.2, 0.9):  # buffers are reused across calls
+        x = np.full((4, 3, 32, 32), value, np.float32)
+        x[:, 2] = 1 - value
+        np.testing.assert_allclose(be.infer({names.PARTS_INPUT: x})[names.PART_LOGITS],
+                                   ref.infer({names.PARTS_INPUT: x})[names.PART_LOGITS], atol=1e-6)
     with pytest.raises(BackendError, match="shape"):
-        be.infer({"x": np.zeros((2, 3), np.float32)})
+        be.infer({names.PARTS_INPUT: np.zeros((2, 3, 32, 32), np.float32)})
+    # host buffers are page-locked, so the copies on the stream are really asynchronous
+    assert gpu.async_copies == 4 and gpu.pageable_copies == 0
+    assert gpu.ctx_stack if binding == "pycuda" else not gpu.ctx_stack
     be.close()
     be.close()
-    assert len(cuda.freed) == 2 and cuda.closed and not cuda.mem
+    assert not gpu.leaks()
 
 
-def test_open_backend_auto_picks_native_engine_when_cached(bundle, tmp_path, monkeypatch):
-    cuda = FakeCuda()
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_trt_runtime(cuda))
-    monkeypatch.setattr(trt_buffers, "load_cuda", lambda prefer=None: cuda)
-    # no engine cached: auto uses onnxruntime, explicit trt says what to build
+TRT_INIT_FAULTS = [("deserialize", "cannot load this engine"), ("context", "cannot create an execution context"),
+                   ("set_tensor_address", "refused the device address")]
+
+
+@pytest.mark.parametrize("binding, fault, match", [
+    ("cuda-python", "cudaMalloc", "cudaMalloc failed: cudaErrorMemoryAllocation"),
+    ("pycuda", "mem_alloc", "mem_alloc failed: MemoryError"),
+    ("cuda-python", "cudaMallocHost", "cudaMallocHost failed"), ("pycuda", "pagelocked_empty", "pagelocked_empty failed"),
+    ("cuda-python", "cudaStreamCreate", "cudaStreamCreate failed"), ("pycuda", "Stream", "Stream failed"),
+] + [(b, f, m) for b in ("cuda-python", "pycuda") for f, m in TRT_INIT_FAULTS])
+def test_failed_trt_backend_init_frees_everything_and_pops_the_context(tmp_path, monkeypatch, gpu, binding,
+                                                                       fault, match):
+    """Each failure while opening an engine is one BackendError line; what was allocated is freed and
+    pycuda's context popped (the gpu fixture checks: no memory, stream or pushed context left)."""
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(gpu, "10.3.0"))
+    plan = _plan(tmp_path, gpu, "10.3.0", "global")
+    gpu.fail[fault] = 2 if fault in ("cudaMalloc", "mem_alloc", "cudaMallocHost", "pagelocked_empty") else 1
+    gpu.calls.clear()
+    with pytest.raises(BackendError, match=match) as err:
+        TrtBackend(plan, binding)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("binding, fault, match", [
+    ("cuda-python", "cudaMemcpyAsync", "cudaMemcpyAsync .to device. failed"),
+    ("pycuda", "memcpy_htod_async", "memcpy_htod_async failed"),
+    ("cuda-python", "cudaStreamSynchronize", "cudaStreamSynchronize failed"),
+    ("pycuda", "synchronize", "Stream.synchronize failed"),
+    ("cuda-python", "execute", "execute_async_v3 failed"), ("pycuda", "execute", "execute_async_v3 failed"),
+])
+def test_failed_inference_is_one_line(tmp_path, monkeypatch, gpu, binding, fault, match):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(gpu, "8.5.2"))
+    plan = _plan(tmp_path, gpu, "8.5.2")
+    with TrtBackend(plan, binding) as be:
+        gpu.fail[fault] = 0
+        with pytest.raises(BackendError, match=match):
+            be.infer({names.PARTS_INPUT: np.zeros((4, 3, 32, 32), np.float32)})
+        gpu.fail.clear()
+
+
+def test_load_cuda_falls_back_when_cuda_python_imports_but_cannot_run(monkeypatch):
+    """cuda-python 13 on JetPack 6 (driver for CUDA 12.6): it imports, every call returns
+    cudaErrorInsufficientDriver. Old code picked it on import alone; now pycuda is used, and why is kept."""
+    g = FakeGpu(driver=12060, runtime=13000)
+    install(monkeypatch, g)
+    cuda = trt_buffers.load_cuda()
+    assert cuda.name == "pycuda"
+    assert cuda.skipped == ["cuda-python: CUDA cudaGetDeviceCount failed: cudaErrorInsufficientDriver (35) (the "
+                            "driver supports CUDA 12.6; a cuda-python for a newer CUDA imports but cannot run on it)"]
+    cuda.close()
+    g.assert_clean()
+    install(monkeypatch, g, pycuda=False)
+    with pytest.raises(BackendError) as err:
+        trt_buffers.load_cuda()
+    line = str(err.value)
+    assert "cudaErrorInsufficientDriver" in line and "pycuda: not installed" in line
+    assert "cuda-python>=12,<13" in line and "\n" not in line
+    g.fail["init"] = 0  # pycuda present but no usable device either
+    install(monkeypatch, g)
+    with pytest.raises(BackendError, match=r"pycuda: CUDA initialisation failed: RuntimeError"):
+        trt_buffers.load_cuda()
+    g.assert_clean()
+
+
+def test_open_backend_auto_picks_native_engine_when_cached_and_says_why(bundle, tmp_path, monkeypatch, gpu):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(gpu, "10.3.0"))
+    # no engine cached: auto uses onnxruntime and says why; explicit trt says what to build
     with open_backend(bundle, "global", "auto", "int8") as be:
         assert isinstance(be, OrtBackend)
+        assert "native TensorRT not used: no TensorRT engine for global at int8 for this GPU and TensorRT " \
+               "version (Orin (sm 8.7), TensorRT 10.3.0)" in be.why
     with pytest.raises(BackendError, match=r"no TensorRT engine .*mgfen-export .* --engine --precision int8"):
         open_backend(bundle, "global", "trt", "int8")
-    engine = _cache_engine(bundle, "global", "int8", DeviceInfo("10.3.0", "Fake GPU", "8.7"))
+    device = backends.probe_device("10.3.0", trt_buffers.load_cuda())
+    assert device == DeviceInfo("10.3.0", "Orin", "8.7")
+    engine = _cache_engine(bundle, "global", "int8", device)
+    engine.write_bytes(_plan(tmp_path, gpu, "10.3.0", "global").read_bytes())
+    from edge_runtime.engine_cache import write_index
+    write_index(engine.parent, {k: dict(v, plan_sha256=__import__("edge_runtime.manifest").manifest.sha256_file(engine))
+                                for k, v in json.loads((engine.parent / INDEX_FILE).read_text()).items()})
     try:
         with open_backend(bundle, "global", "auto", "int8") as be:
             assert isinstance(be, TrtBackend) and be.path == engine
+            assert be.why == f"auto: native TensorRT 10.3.0 via cuda-python, Orin (sm 8.7), engine {engine.name}"
     finally:
         engine.unlink()
         (engine.parent / INDEX_FILE).unlink()
 
 
-def test_buffer_set_frees_on_failed_allocation():
-    cuda = FakeCuda()
-    calls = {"n": 0}
-    real = cuda.malloc
-
-    def failing(nbytes):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise BackendError("out of memory")
-        return real(nbytes)
-
-    cuda.malloc = failing
-    with pytest.raises(BackendError, match="out of memory"):
-        trt_buffers.BufferSet(cuda, {"a": ((4,), np.float32), "b": ((4,), np.float32)})
-    assert not cuda.mem
+def test_buffer_set_frees_on_failed_allocation(gpu):
+    install_cuda = trt_buffers.load_cuda("cuda-python")
+    gpu.fail["cudaMalloc"] = 2
+    with pytest.raises(BackendError, match="cudaMalloc failed"):
+        trt_buffers.BufferSet(install_cuda, {"a": ((4,), np.float32), "b": ((4,), np.float32)})
+    assert not gpu.leaks()

@@ -344,6 +344,7 @@ THIS_DEVICE = DeviceInfo("10.3.0", "Orin", "8.7")
 
 class _FakeCuda:
     name = "fake"
+    skipped: list = []
 
     def device(self):
         return THIS_DEVICE.gpu_name, (8, 7)
