@@ -222,9 +222,9 @@ class PyCudaApi(CudaApi):
         return array
 
     def host_free(self, array: np.ndarray) -> None:
-        allocation: Any = self._host.pop(array.ctypes.data).base  # pycuda's PagelockedHostAllocation
+        held = self._host.pop(array.ctypes.data)
         with self._checked("free (page-locked)"):
-            allocation.free()
+            held.base.free()
 
     def stream_create(self) -> int:
         with self._checked("Stream"):
@@ -344,21 +344,20 @@ class BufferSet:
 
     def free(self) -> None:
         """Release every buffer and the stream, even when one release fails; then raise the first error."""
-        errors: List[Exception] = []
-
-        def attempt(release: Any, what: Any) -> None:
-            try:
-                release(what)
-            except Exception as exc:
-                errors.append(exc)
-
+        errors: List[BaseException] = []
         buffers, self.buffers = self.buffers, {}
         for buf in buffers.values():
-            attempt(self.cuda.free, buf.device)
-            attempt(self.cuda.host_free, buf.host)
+            for release, what in ((self.cuda.free, buf.device), (self.cuda.host_free, buf.host)):
+                try:
+                    release(what)  # type: ignore[operator]
+                except Exception as exc:
+                    errors.append(exc)
         stream, self.stream = self.stream, None
         if stream is not None:
-            attempt(self.cuda.stream_destroy, stream)
+            try:
+                self.cuda.stream_destroy(stream)
+            except Exception as exc:
+                errors.append(exc)
         if errors:
             raise errors[0]
 

@@ -219,6 +219,11 @@ from train.bg_cli import augment_cmd, masks_cmd  # noqa: E402
 main.add_command(masks_cmd)
 main.add_command(augment_cmd)
 
+# The data audit (shortcut baselines, linear probe, near-duplicates) lives in train/audit_cli.py.
+from train.audit_cli import audit_cmd  # noqa: E402
+
+main.add_command(audit_cmd)
+
 
 if __name__ == "__main__":
     main()

@@ -15,6 +15,7 @@ EXAMPLES = """
 Examples:
   mgfen-eval --ckpt runs/edge/best.pt --data data/synth
   mgfen-eval --ckpt runs/edge/best.pt --data data/synth --split val --out runs/edge/eval_val --samples 16
+  mgfen-eval --ckpt runs/edge/best.pt --data data/synth --baselines
 """
 
 
@@ -28,10 +29,12 @@ Examples:
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Split seed for folders without splits.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+@click.option("--baselines", is_flag=True, help="Also fit the shortcut baselines and the linear probe on the train split, score them on --split and compare.")
+@click.option("--probe-sizes", default=None, help="With --baselines: linear-probe input sides, comma-separated, or 'none' [default: as mgfen-data audit].")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @bg_suite_options
-def main(ckpt, data, split, out, samples, device, batch, seed, as_json, debug, bg_suite, bg_m, bg_blend, bg_source,
-         masks_dir) -> None:
+def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baselines, probe_sizes, debug, bg_suite, bg_m,
+         bg_blend, bg_source, masks_dir) -> None:
     """Evaluate a checkpoint: accuracy, precision, recall, F1, ROC-AUC, confusion matrix, overlays."""
     try:
         if bg_suite:
@@ -48,8 +51,19 @@ def main(ckpt, data, split, out, samples, device, batch, seed, as_json, debug, b
             return
         from train.evaluate import evaluate_checkpoint
 
+        if baselines:
+            from train.eval_baselines import check_split
+
+            check_split(split)  # before any model runs
         report = evaluate_checkpoint(Path(ckpt), Path(data), split=split, out=Path(out) if out else None,
                                      device=device, batch=batch, samples=samples, seed=seed)
+        if baselines:
+            from train.eval_baselines import baselines_vs_checkpoint
+            from train.probe import DEFAULT_PROBE_SIZES, parse_probe_sizes
+
+            sizes = DEFAULT_PROBE_SIZES if probe_sizes is None else parse_probe_sizes(probe_sizes)
+            report["baselines"] = baselines_vs_checkpoint(Path(ckpt), Path(data), split=split, probe_sizes=sizes,
+                                                          device=device, batch=batch, seed=seed)
     except MgfenError as exc:
         if debug:
             raise
@@ -62,6 +76,10 @@ def main(ckpt, data, split, out, samples, device, batch, seed, as_json, debug, b
     click.echo(f"{split}: n {m['n']}  accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
                f"recall {m['recall']:.4f}  f1 {m['f1']:.4f}  roc_auc {auc}")
     click.echo(f"confusion matrix (rows true {report['classes']}): {m['confusion_matrix']}")
+    if baselines:
+        from train.eval_baselines import format_baselines
+
+        click.echo("\n".join(format_baselines(report["baselines"])))
     if out:
         click.echo(f"report and {len(report['overlays'])} overlays -> {out}")
 
