@@ -363,7 +363,8 @@ def ort_provider_list(target: str, precision: str, cache_dir: Path | None) -> li
         return [CPU_EP]
     if target == "cuda":
         return [CUDA_EP, CPU_EP]
-    trt_opts = {"trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8"}
+    trt_opts: dict[str, object] = {"trt_fp16_enable": precision in ("fp16", "int8"),
+                                   "trt_int8_enable": precision == "int8"}
     if cache_dir is not None:
         trt_opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
     return [(TRT_EP, trt_opts), CUDA_EP, CPU_EP]

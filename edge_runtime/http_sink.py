@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -692,7 +692,7 @@ class HttpSink:
         self._on_new_session = on_new_session
         self._extra_health = extra_health
         self._max_connections = int(max_connections)
-        self._page = resources.files("edge_runtime").joinpath("static", _PAGE_FILE).read_text("utf-8")
+        self._page = (Path(__file__).parent / "static" / _PAGE_FILE).read_text("utf-8")  # 3.8: no resources.files
 
         self._lock = threading.Lock()
         self._connections = 0

@@ -3,6 +3,8 @@
 Every other module (export, calibration, runtime, tests) imports these instead of spelling them.
 """
 
+from __future__ import annotations
+
 # global.onnx: image [1,3,S,S] float32 RGB in [0,1] (mean/std inside the graph)
 GLOBAL_INPUT = "image"
 GLOBAL_LOGITS = "global_logits"  # [1,C] float32

@@ -222,9 +222,9 @@ class PyCudaApi(CudaApi):
         return array
 
     def host_free(self, array: np.ndarray) -> None:
-        held = self._host.pop(array.ctypes.data)
+        allocation: Any = self._host.pop(array.ctypes.data).base  # pycuda's PagelockedHostAllocation
         with self._checked("free (page-locked)"):
-            held.base.free()
+            allocation.free()
 
     def stream_create(self) -> int:
         with self._checked("Stream"):
@@ -344,20 +344,21 @@ class BufferSet:
 
     def free(self) -> None:
         """Release every buffer and the stream, even when one release fails; then raise the first error."""
-        errors: List[BaseException] = []
-        buffers, self.buffers = self.buffers, {}
-        for buf in buffers.values():
-            for release, what in ((self.cuda.free, buf.device), (self.cuda.host_free, buf.host)):
-                try:
-                    release(what)  # type: ignore[operator]
-                except Exception as exc:
-                    errors.append(exc)
-        stream, self.stream = self.stream, None
-        if stream is not None:
+        errors: List[Exception] = []
+
+        def attempt(release: Any, what: Any) -> None:
             try:
-                self.cuda.stream_destroy(stream)
+                release(what)
             except Exception as exc:
                 errors.append(exc)
+
+        buffers, self.buffers = self.buffers, {}
+        for buf in buffers.values():
+            attempt(self.cuda.free, buf.device)
+            attempt(self.cuda.host_free, buf.host)
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            attempt(self.cuda.stream_destroy, stream)
         if errors:
             raise errors[0]
 

@@ -77,10 +77,10 @@ def ensure_engine(bundle: Bundle, graph: str, precision: str, device: DeviceInfo
     key = cache_key(sha256_file(onnx_path), device, precision, recipe)
     cached = lookup(engine_dir, key)
     if cached is not None:
-        entry = read_index(engine_dir)[key.digest()]
+        cached_entry = read_index(engine_dir)[key.digest()]
         log(f"{graph} {precision}: cached engine {cached.name}")
-        return EngineResult(graph, precision, cached, entry, True,
-                            check_line(graph, precision, device, entry.get("verify"), cached=True))
+        return EngineResult(graph, precision, cached, cached_entry, True,
+                            check_line(graph, precision, device, cached_entry.get("verify"), cached=True))
     index = read_index(engine_dir)
     for old in stale_entries(index, onnx_name, key):
         (engine_dir / index[old].get("file", "_")).unlink(missing_ok=True)

@@ -146,11 +146,17 @@ def sample_feeds(bundle: Bundle, graph: str) -> Outputs:
         path = bundle.root / rel
         if not path.is_file() or sha256_file(path) != digest:
             raise BundleError(f"{path}: calibration sample missing or altered")
-        frames.append(cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise BundleError(f"{path}: calibration sample is not a readable image")
+        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
     cfg = man.preprocess
     if graph == "global":
         return [{names.GLOBAL_INPUT: global_input(f, cfg)} for f in frames]
-    g = make_session(bundle.root / man.file_for("global", "fp32"))
+    global_file = man.file_for("global", "fp32")
+    if global_file is None:
+        raise BundleError(f"{bundle.root}: no fp32 global graph to crop the parts check's frames with")
+    g = make_session(bundle.root / global_file)
     feeds = []
     for f in frames:
         (boxes,) = g.run([names.BOXES], {names.GLOBAL_INPUT: global_input(f, cfg)})
