@@ -129,6 +129,9 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
         scanner = Scanner(runner, src, [], tracker, cfg, audit)
         scanner.sinks = make_sinks(out, scanner, sink_opts)
         src.start()
+        for graph_backend in (runner.global_backend, runner.parts_backend):  # which backend, and why (auto)
+            if graph_backend is not None and graph_backend.why:
+                click.echo(f"backend: {graph_backend.why}", err=True)
         previous = {s: signal.signal(s, lambda *_: scanner.stop()) for s in (signal.SIGTERM, signal.SIGINT)}
         t0 = time.perf_counter()
         try:

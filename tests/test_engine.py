@@ -494,3 +494,23 @@ def test_engine_path_needs_no_torch(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("0 [] "), out.stdout
     assert "engine global int8: TensorRT 10.3.0" in out.stdout and "-> PASS" in out.stdout
+
+
+def test_first_hour_bench_all_backends_and_precisions(tmp_path, monkeypatch, gpu):
+    """The README's first-hour command, `mgfen-bench --backend all --precision all`, after building int8
+    engines: onnxruntime rows, the native TensorRT int8 row, and one-line reasons for the rest."""
+    from edge_runtime.bench_cli import main as bench_main
+    from export.cli import main as export_main
+
+    root = add_samples(make_fake_bundle(tmp_path / "b", int8=True))
+    use_tensorrt(monkeypatch, gpu, "10.3.0")
+    assert CliRunner().invoke(export_main, [str(root), "--engine", "--precision", "int8"]).exit_code == 0
+    res = CliRunner().invoke(bench_main, ["--bundle", str(root), "--backend", "all", "--precision", "all",
+                                          "--frames", "2", "--warmup", "1", "--json", str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    rows = {(r["backend"], r["precision"]): r for r in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    assert rows[("trt", "int8")]["status"] == "ran" and rows[("trt", "int8")]["engines"][0].startswith("trt:global.int8.")
+    assert rows[("ort", "int8")]["status"] == "ran" and rows[("ort", "fp32")]["status"] == "ran"
+    assert "no TensorRT engine for global at fp16" in rows[("trt", "fp16")]["reason"]
+    assert "--engine --precision fp16" in rows[("trt", "fp16")]["reason"]
+    assert gpu.pageable_copies == 0
