@@ -264,6 +264,11 @@ def test_compare_outputs_gates_every_output():
     assert not hot["passed"] and "heatmap error 0.1" in hot["reason"]
     shifted = engine_check.compare_outputs([_global_out(logits=(0.5, 0.4))], ref, "int8")
     assert not shifted["passed"] and "probability error" in shifted["reason"] and shifted["classes"] == "1/1"
+    # a class flip on a reference tie within the probability tolerance is a tie, not a disagreement
+    tie_ref = [_global_out(logits=(0.0, 1e-4))]
+    tie = engine_check.compare_outputs([_global_out(logits=(1e-4, 0.0))], tie_ref, "fp32")
+    assert tie["passed"] and tie["class_ties"] == 1
+    assert "classes 1/1 (1 tie)" in engine_check.check_line("global", "fp32", ORIN, tie)
     nan = _global_out()
     nan[names.HEATMAP][0, 0, 0, 0] = np.nan
     assert not engine_check.compare_outputs([nan], ref, "int8")["passed"]
