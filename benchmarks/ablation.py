@@ -200,7 +200,7 @@ def main() -> None:
 
     import torch
 
-    from train.bg_cli import background_replacer, bg_suite_report
+    from train.bg_cli import bg_suite_report
     from train.synth import SynthConfig, generate_dataset
     from train.trainer import TrainConfig, train
 
@@ -242,10 +242,10 @@ def main() -> None:
         cfg = TrainConfig(data=str(data), out=str(run_dir), preset="edge", pretrained=args.pretrained, epochs=args.epochs,
                           batch=args.batch, device=args.device, seed=args.seed, threads=args.threads, workers=args.workers,
                           fpn=parts, use_parts=parts, frame_size=args.frame_size, global_size=args.global_size,
-                          crop_size=args.crop_size, progress=False, fg_prior=args.fg_prior if prior else 0.0)
-        transform = background_replacer(args.bg_p, None, args.blend) if bg else None
+                          crop_size=args.crop_size, progress=False, fg_prior=args.fg_prior if prior else 0.0,
+                          bg_replace=args.bg_p if bg else 0.0, blend=args.blend)  # both explicit: the library defaults are on
         if summary is None:
-            summary = train(cfg, transform)
+            summary = train(cfg)
             train_s = time.perf_counter() - t0
         suite = bg_suite_report(run_dir / "best.pt", biased, split="test", out=run_dir / f"bg_suite{args.suffix}", device=args.device,
                                 batch=16, adversarial_m=args.adv_m, seed=args.seed, progress=False)

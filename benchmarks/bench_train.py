@@ -1,5 +1,6 @@
 """Training benchmark: the `edge` preset with and without the part branch on the default synthetic set,
-side by side (test accuracy, wall time), plus one training step of the `paper` preset per image.
+side by side (test accuracy, wall time), plus one training step of the `paper` preset per image. Both runs
+use TrainConfig's defaults, as `mgfen-train` does: background replacement (p 0.5) and the foreground prior.
 
     .venv/bin/python benchmarks/bench_train.py --data runs/synth --epochs 8
 (generates the default dataset, mgfen-data synth: 300 frames at 1024 px, bias 0.9, if --data is missing)

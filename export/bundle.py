@@ -292,6 +292,7 @@ def export_model(model, info: dict, source: dict, out: str | Path, config: Expor
     thresholds = Thresholds(**info["thresholds"]) if info.get("thresholds") else Thresholds()
     provenance = {
         **source, "data_hash": info.get("data_hash"), "metrics": info.get("metrics", {}),
+        "threshold_fit": info.get("threshold_fit"),  # how the checkpoint's thresholds were fitted (train.thresholds)
         "epoch": info.get("epoch"), "model_config": mcfg.to_dict(), "train_config": info.get("train_config"),
         "opset": config.opset, "exported_with": report["versions"],
     }

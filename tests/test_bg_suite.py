@@ -88,8 +88,13 @@ def test_background_model_shows_the_shortcut():
     acc = {k: v["accuracy"] for k, v in r["variants"].items()}
     assert acc["original"] == 1.0 and acc["mixed_same"] == 1.0
     assert acc["mixed_next"] == 0.0  # the other class's background flips every verdict
-    assert 0.0 < acc["mixed_rand"] < 1.0
-    assert r["bg_gap"] == pytest.approx(1.0 - acc["mixed_rand"])
+    # the border model follows the donor's background: right exactly when the donor shares the item's class
+    items = _items()
+    bgs, _ = item_backgrounds(items, CFG.background_source, CFG.seed)
+    _, donors = build_variant("mixed_rand", items, bgs, CFG.blend, CFG.seed, 2)
+    same_class = np.mean([items[j].label == it.label for it, j in zip(items, donors)])
+    assert 0.0 < same_class < 1.0 and acc["mixed_rand"] == pytest.approx(same_class)
+    assert r["bg_gap"] == pytest.approx(1.0 - same_class)  # mixed_same 1.0 minus mixed_rand
     assert r["adversarial"]["accuracy"] == 0.0 and r["adversarial"]["fooled_rate"] == 1.0
 
 
@@ -209,16 +214,30 @@ def test_bg_suite_report_on_a_tiny_checkpoint(tmp_path):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     tiny = ModelConfig(backbone="resnet18", fpn_channels=16, preprocess=PreprocessConfig(frame_size=128, global_size=64, crop_size=32))
+    model = build_model(tiny)
+    with torch.no_grad():  # a model that calls everything counterfeit, whatever the image (parts share this head)
+        model.global_net.fc.weight.zero_()
+        model.global_net.fc.bias.copy_(torch.tensor([0.0, 3.0]))
     ckpt = tmp_path / "best.pt"
-    save_checkpoint(ckpt, build_model(tiny), ["genuine", "counterfeit"], metrics={}, data_hash="x", epoch=1)
+    save_checkpoint(ckpt, model, ["genuine", "counterfeit"], metrics={}, data_hash="x", epoch=1)
     root = _write_dataset(tmp_path / "d", n=12, size=160)
+    # drop one genuine image: 5 genuine, 6 counterfeit, so a mix-up of labels would change every accuracy
+    gone = "train/genuine/item0000_0.png"
+    (root / gone).unlink()
+    (root / "masks" / gone).unlink()
+    lines = (root / "manifest.csv").read_text().splitlines()
+    (root / "manifest.csv").write_text("\n".join(ln for ln in lines if not ln.startswith(gone)) + "\n")
     out = tmp_path / "suite"
-    r = bg_suite_report(ckpt, root, split="test", out=out, adversarial_m=2, batch=4, progress=False)
-    assert r["n"] == 4 and r["background_source"] == "manifest" and set(r["variants"]) == set(VARIANTS)
-    for v in r["variants"].values():
-        assert 0.0 <= v["accuracy"] <= 1.0
-    assert r["bg_gap"] == pytest.approx(r["variants"]["mixed_same"]["accuracy"] - r["variants"]["mixed_rand"]["accuracy"])
-    assert json.loads((out / "bg_suite.json").read_text())["n"] == 4
+    r = bg_suite_report(ckpt, root, split="all", out=out, adversarial_m=2, batch=4, progress=False)
+    assert r["n"] == 11 and r["background_source"] == "manifest" and set(r["variants"]) == set(VARIANTS)
+    # by hand: every variant of every image is called counterfeit -> 6/11 right; no gap; backgrounds never
+    # change a call, so nothing right is fooled and no call flips
+    for name, v in r["variants"].items():
+        assert v["accuracy"] == pytest.approx(6 / 11), name
+    assert r["bg_gap"] == 0.0
+    assert r["adversarial"] == {"m": 2, "accuracy": pytest.approx(6 / 11), "fooled_rate": 0.0, "flip_rate": 0.0}
+    assert 0.0 <= r["boxes_on_item"] <= 1.0
+    assert json.loads((out / "bg_suite.json").read_text())["n"] == 11
     assert "BG-Gap" in (out / "bg_suite.md").read_text()
     assert cv2.imread(str(out / "bg_variants.png")) is not None
 

@@ -97,3 +97,43 @@ def test_eval_on_missing_cuda(ckpt_and_data):
     ckpt, data = ckpt_and_data
     result = CliRunner().invoke(eval_main, ["--ckpt", str(ckpt), "--data", str(data), "--device", "cuda"])
     assert result.exit_code != 0 and "CUDA is not available" in result.output
+
+
+def test_eval_reports_decisions_at_the_checkpoints_thresholds(ckpt_and_data, tmp_path):
+    """Coverage, accuracy on decided items and counterfeit recall at the checkpoint's own thresholds, the
+    risk-coverage table and picture, and each overlay's prediction and probability on the CLI."""
+    ckpt, data = ckpt_and_data
+    first = CliRunner().invoke(eval_main, ["--ckpt", str(ckpt), "--data", str(data), "--samples", "8", "--json",
+                                           "--out", str(tmp_path / "first")])
+    assert first.exit_code == 0, first.output
+    rows = json.loads(first.stdout[first.stdout.index("{"):])["overlays"]
+    assert len(rows) == 8 and len({o["p_counterfeit"] for o in rows}) == 8  # eight distinct scores
+    p = np.sort([o["p_counterfeit"] for o in rows])
+    # thresholds between the 3rd/4th and the 6th/7th score: 3 genuine calls, 2 counterfeit calls, 3 uncertain
+    genuine_at, counterfeit_at = (p[2] + p[3]) / 2, (p[5] + p[6]) / 2
+    raw = torch.load(ckpt, weights_only=False)
+    raw["thresholds"] = {"genuine_at": float(genuine_at), "counterfeit_at": float(counterfeit_at)}
+    fitted = tmp_path / "fitted.pt"
+    torch.save(raw, fitted)
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(eval_main, ["--ckpt", str(fitted), "--data", str(data), "--samples", "8", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    d = report["decisions"]["at_thresholds"]
+    assert (d["genuine_at"], d["counterfeit_at"]) == (pytest.approx(genuine_at), pytest.approx(counterfeit_at))
+    by_score = sorted(rows, key=lambda o: o["p_counterfeit"])
+    right = sum(o["true"] == "genuine" for o in by_score[:3]) + sum(o["true"] == "counterfeit" for o in by_score[6:])
+    n_cf = sum(o["true"] == "counterfeit" for o in rows)
+    assert d["decided"] == 5 and d["coverage"] == pytest.approx(5 / 8)
+    assert d["accuracy_decided"] == pytest.approx(right / 5)
+    assert d["counterfeit_recall"] == pytest.approx(sum(o["true"] == "counterfeit" for o in by_score[6:]) / n_cf)
+    again = sorted(report["overlays"], key=lambda o: o["p_counterfeit"])
+    assert [o["decision"] for o in again] == ["genuine"] * 3 + ["uncertain"] * 3 + ["counterfeit"] * 2
+    table = report["decisions"]["risk_coverage"]["table"]
+    assert table[0]["half_width"] == 0.0 and table[0]["decided"] == 8  # the plain argmax row decides everything
+    assert table[0]["errors"] == 8 - round(report["metrics"]["accuracy"] * 8)
+    assert cv2.imread(str(out / "risk_coverage.png")) is not None and (out / "risk_coverage.md").is_file()
+    assert f"coverage 62.5% (5/8 decided)" in res.output
+    name = by_score[0]["image"]
+    assert f"{name}  true {by_score[0]['true']}  pred " in res.output
+    assert f"P(counterfeit) {by_score[0]['p_counterfeit']:.3f} -> genuine" in res.output

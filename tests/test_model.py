@@ -78,10 +78,24 @@ def test_crops_and_vote_equal_edge_runtime():
         crops = model.crop(frame, out["boxes"])
     ref = crop_rois(frame_u8, out["boxes"][0].numpy(), 32)
     np.testing.assert_allclose(crops.numpy(), ref, atol=1e-6)
-    voted = vote_logits(
-        out["global_logits"].numpy(), out["part_logits"].numpy(), out["box_scores"].numpy(), TINY.global_weight
-    )
-    np.testing.assert_allclose(out["logits"].numpy(), voted, rtol=1e-5, atol=1e-5)
+    # the vote written out by hand (float64 loops, not the shared vote_logits): global_weight * global logits
+    # plus the part logits weighted by each box's share of the box scores
+    g, parts, scores = (out[k][0].double().tolist() for k in ("global_logits", "part_logits", "box_scores"))
+    assert max(scores) - min(scores) > 1e-4, "equal box scores would hide a wrong weighting"
+    total = sum(scores)
+    by_hand = [TINY.global_weight * g[c] + sum(s / total * p[c] for s, p in zip(scores, parts)) for c in range(2)]
+    np.testing.assert_allclose(out["logits"][0].double().numpy(), by_hand, rtol=1e-5, atol=1e-5)
+
+
+def test_vote_by_hand():
+    """global [1, -1] at weight 0.5, parts [2, 0] and [0, 2] with box scores 3 and 1 (weights 3/4, 1/4):
+    0.5 * [1, -1] + [1.5, 0] + [0, 0.5] = [2, 0]; without parts the global logits alone."""
+    g = np.array([1.0, -1.0])
+    parts = np.array([[2.0, 0.0], [0.0, 2.0]])
+    np.testing.assert_allclose(vote_logits(g, parts, np.array([3.0, 1.0]), 0.5), [2.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(vote_logits(torch.tensor(g), torch.tensor(parts), torch.tensor([3.0, 1.0]), 0.5).numpy(),
+                               [2.0, 0.0], atol=1e-5)
+    assert vote_logits(g, parts, np.array([3.0, 1.0]), 0.5, use_parts=False) is g
 
 
 @pytest.mark.parametrize("fpn", [True, False])

@@ -154,12 +154,14 @@ MASKS_EXAMPLES = """
 Examples:
   mgfen-data masks --ref ref.jpg --ref-mask ref_mask.png --data photos/
   mgfen-data masks --ref a.jpg --ref-mask a.png --ref b.jpg --ref-mask b.png --data photos/ --overwrite
+  mgfen-data masks --ref ref.jpg --ref-box 120,80,560,400 --data photos/      # GrabCut inside the box makes the mask
 """
 
 
 @click.command("masks", epilog=MASKS_EXAMPLES)
 @click.option("--ref", "refs", multiple=True, required=True, type=click.Path(path_type=Path), help="Reference image (repeatable).")
-@click.option("--ref-mask", "ref_masks", multiple=True, required=True, type=click.Path(path_type=Path), help="Its foreground mask (8-bit, same size; one per --ref).")
+@click.option("--ref-mask", "ref_masks", multiple=True, type=click.Path(path_type=Path), help="Its foreground mask (8-bit, same size; one per --ref).")
+@click.option("--ref-box", "ref_boxes", multiple=True, help="Instead of --ref-mask: X,Y,W,H box around the object in the reference's pixels (one per --ref); GrabCut inside it makes the reference mask.")
 @click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset folder to segment.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Masks folder (default DATA/masks, the dataset layout).")
 @click.option("--overwrite", is_flag=True, help="Replace mask files that already exist.")
@@ -167,9 +169,9 @@ Examples:
 @click.option("--threads", type=int, default=2, show_default=True, help="torch CPU threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
-def masks_cmd(ctx: click.Context, refs, ref_masks, data: Path, out: Path | None, overwrite: bool, sheet_max: int,
+def masks_cmd(ctx: click.Context, refs, ref_masks, ref_boxes, data: Path, out: Path | None, overwrite: bool, sheet_max: int,
               threads: int, as_json: bool) -> None:
-    """One-shot foreground masks from one or a few reference images with masks (no SAM).
+    """One-shot foreground masks from one or a few reference images with masks or boxes (no SAM).
 
     Writes DATA/masks/<same relative path>.png, DATA/masks/confidence.csv (a per-image confidence in
     [0, 1]) and DATA/masks/contact_sheet.jpg (overlays, least confident first) to check by eye.
@@ -182,7 +184,7 @@ def masks_cmd(ctx: click.Context, refs, ref_masks, data: Path, out: Path | None,
         from train.foreground import load_references
 
         torch.set_num_threads(max(1, threads))
-        pairs = load_references(list(refs), list(ref_masks))
+        pairs = load_references(list(refs), list(ref_masks), list(ref_boxes))
         target = out if out is not None else data / "masks"
         total = len(list_images(data)) if data.is_dir() else 0
         with tqdm(total=total, desc="masks", unit="img", disable=as_json) as bar:
@@ -262,16 +264,21 @@ def background_replacer(p: float, backgrounds: str | Path | None, blend: str, fa
 
 
 # Options `mgfen-train` adds for online background replacement (defined once here, applied as a decorator).
-def bg_train_options(func):
+# The defaults come from the caller (train.trainer.TrainConfig), the one place they are set.
+def bg_train_options(bg_replace: float, blend: str, fg_prior: float):
     options = [
-        click.option("--bg-replace", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, help="Probability of replacing a training frame's background with one from the library (MGFEN's micro-grained feature enhancement; needs DATA/masks, see `mgfen-data masks`; 0 = off)."),
+        click.option("--bg-replace", type=click.FloatRange(0.0, 1.0), default=bg_replace, show_default=True, help="Probability of replacing a training frame's background with one from the library (MGFEN's micro-grained feature enhancement; needs DATA/masks, see `mgfen-data masks`; without them it is OFF, as the summary says; 0 = off)."),
         click.option("--backgrounds", type=click.Path(file_okay=False), default=None, help="Folder of background photos (recursive). Default: the procedural families."),
-        click.option("--blend", type=click.Choice(BLEND_MODES), default="alpha", show_default=True, help="How the foreground is pasted on the new background."),
-        click.option("--fg-prior", type=click.FloatRange(min=0.0), default=1.0, show_default=True, help="Weight of the heatmap foreground prior: part boxes are kept off the background (uses DATA/masks; 0 = off)."),
+        click.option("--blend", type=click.Choice(BLEND_MODES), default=blend, show_default=True, help="How the foreground is pasted on the new background."),
+        click.option("--fg-prior", type=click.FloatRange(min=0.0), default=fg_prior, show_default=True, help="Weight of the heatmap foreground prior: part boxes are kept off the background (uses DATA/masks; without them it is OFF; 0 = off)."),
     ]
-    for opt in reversed(options):
-        func = opt(func)
-    return func
+
+    def apply(func):
+        for opt in reversed(options):
+            func = opt(func)
+        return func
+
+    return apply
 
 
 # ------------------------------------------------------------------------------------------ bg suite

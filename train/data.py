@@ -30,6 +30,7 @@ from edge_runtime.preprocess import (PreprocessConfig, global_input, list_images
 from train.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
+BG_STREAM, AUG_STREAM, N_STREAMS = 0, 1, 2  # FrameDataset._rng: independent random streams per sample
 DEFAULT_RATIOS = (0.7, 0.2, 0.1)
 
 # Optional per-sample transform (background replacement): (frame_bgr HxWx3 uint8, mask HxW uint8 or None,
@@ -247,8 +248,12 @@ class FrameDataset(Dataset):
         """Change the augmentation stream (called once per epoch; keeps runs reproducible by seed)."""
         self.epoch = epoch
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, index])
+    def _rng(self, index: int, stream: int) -> np.random.Generator:
+        """The generator of one random decision stream of a sample (BG_STREAM: background replacement,
+        AUG_STREAM: augmentation), deterministic per (seed, epoch, index). The streams are spawned children
+        of one SeedSequence, so they are independent: replacing a background says nothing about flipping."""
+        children = np.random.SeedSequence([self.seed, self.epoch, index]).spawn(N_STREAMS)
+        return np.random.default_rng(children[stream])
 
     def _mask(self, sample: Sample) -> np.ndarray | None:
         path = self.root / "masks" / sample.path
@@ -301,7 +306,7 @@ class FrameDataset(Dataset):
         """The prepared (not augmented) frame of a sample: F x F x 3 uint8 RGB."""
         if self.sample_transform is not None:
             bgr, mask = self._source(index)
-            return prepare_frame(self.sample_transform(bgr, mask, self._rng(index)), self.preprocess)
+            return prepare_frame(self.sample_transform(bgr, mask, self._rng(index, BG_STREAM)), self.preprocess)
         if self.cache is not None and index in self.cache:
             return self.cache[index]
         frame = prepare_frame(self._read(index), self.preprocess)
@@ -327,9 +332,9 @@ class FrameDataset(Dataset):
         mask = self.frame_mask(index) if self.with_masks else None
         if self.augment is not None:
             if mask is not None:
-                frame, mask = augment_frame(frame, self.augment, self._rng(index), mask)
+                frame, mask = augment_frame(frame, self.augment, self._rng(index, AUG_STREAM), mask)
             else:
-                frame = augment_frame(frame, self.augment, self._rng(index))
+                frame = augment_frame(frame, self.augment, self._rng(index, AUG_STREAM))
         image = torch.from_numpy(global_input(frame, self.preprocess)[0])
         item = (image, torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))), self.samples[index].label)
         if self.with_masks:

@@ -9,6 +9,7 @@ import click
 
 from edge_runtime.errors import MgfenError
 from train.bg_cli import bg_suite_options
+from train.risk_coverage import format_table
 
 EXAMPLES = """
 \b
@@ -35,7 +36,9 @@ Examples:
 @bg_suite_options
 def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baselines, probe_sizes, debug, bg_suite, bg_m,
          bg_blend, bg_source, masks_dir) -> None:
-    """Evaluate a checkpoint: accuracy, precision, recall, F1, ROC-AUC, confusion matrix, overlays."""
+    """Evaluate a checkpoint: accuracy, precision, recall, F1, ROC-AUC, confusion matrix; at the checkpoint's
+    decision thresholds coverage, accuracy on decided items and counterfeit recall; the risk-coverage table
+    (and picture in --out); heatmap overlays."""
     try:
         if bg_suite:
             from train.bg_cli import bg_suite_report, print_bg_suite
@@ -76,12 +79,26 @@ def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baseline
     click.echo(f"{split}: n {m['n']}  accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
                f"recall {m['recall']:.4f}  f1 {m['f1']:.4f}  roc_auc {auc}")
     click.echo(f"confusion matrix (rows true {report['classes']}): {m['confusion_matrix']}")
+    th, d = report["thresholds"], report["decisions"]["at_thresholds"]
+    click.echo(f"thresholds genuine_at {th['genuine_at']:.4f} / counterfeit_at {th['counterfeit_at']:.4f}, {th['source']}")
+    click.echo(f"at these thresholds: coverage {_pct(d['coverage'])} ({d['decided']}/{d['n']} decided), accuracy on "
+               f"decided {_pct(d['accuracy_decided'])}, counterfeit recall {_pct(d['counterfeit_recall'])} "
+               f"({d['counterfeit_missed']} counterfeit called genuine)")
+    click.echo("risk-coverage (symmetric abstain band around 0.5):")
+    click.echo(format_table(report["decisions"]["risk_coverage"]["table"], fitted=d))
+    for o in report["overlays"]:
+        click.echo(f"{o['file']}  {o['image']}  true {o['true']}  pred {o['pred']}  P(counterfeit) "
+                   f"{o['p_counterfeit']:.3f} -> {o['decision']}")
     if baselines:
         from train.eval_baselines import format_baselines
 
         click.echo("\n".join(format_baselines(report["baselines"])))
     if out:
-        click.echo(f"report and {len(report['overlays'])} overlays -> {out}")
+        click.echo(f"report.json, risk_coverage.png/.md and {len(report['overlays'])} overlays -> {out}")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
 
 
 if __name__ == "__main__":

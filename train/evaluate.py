@@ -17,12 +17,16 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from edge_runtime.names import POSITIVE_CLASS
 from edge_runtime.preprocess import PreprocessConfig
+from edge_runtime.roi import Thresholds
+from train import risk_coverage
 from train.checkpoint import load_checkpoint
 from train.data import FrameDataset, select_split
 from train.errors import ConfigError
 from train.metrics import classification_report
 from train.model import MGFEN
+from train.thresholds import COUNTERFEIT, GENUINE, decision_metrics, decisions
 
 
 @dataclass
@@ -103,6 +107,27 @@ def overlay(frame: np.ndarray, heatmap: np.ndarray, boxes: np.ndarray, title: st
     return out
 
 
+def checkpoint_thresholds(info: dict) -> tuple[Thresholds, dict]:
+    """The decision thresholds of a checkpoint's info dict and where they come from: (Thresholds,
+    {"genuine_at", "counterfeit_at", "source", "fit"}). Checkpoints made before thresholds were fitted carry
+    Thresholds()' defaults and no fit record."""
+    th = Thresholds(**info["thresholds"]) if info.get("thresholds") else Thresholds()
+    fit = info.get("threshold_fit")
+    source = ("fitted on val for counterfeit recall {target_recall} and precision {target_precision} "
+              "({n_counterfeit} counterfeit, {n_genuine} genuine val images; genuine_at {genuine_method}, "
+              "counterfeit_at {counterfeit_method})".format(**fit) if fit
+              else "the checkpoint's thresholds (no fit record: the defaults unless set by hand)")
+    return th, {"genuine_at": th.genuine_at, "counterfeit_at": th.counterfeit_at, "source": source, "fit": fit}
+
+
+def decision_report(is_counterfeit: np.ndarray, p_counterfeit: np.ndarray, thresholds: Thresholds) -> dict:
+    """Accuracy on decided items, coverage and counterfeit recall at `thresholds`, and the risk-coverage
+    curve and table (train.risk_coverage). is_counterfeit: [N] bool; p_counterfeit: [N] float."""
+    return {"at_thresholds": decision_metrics(is_counterfeit, p_counterfeit, thresholds),
+            "risk_coverage": {"table": risk_coverage.table(is_counterfeit, p_counterfeit),
+                              "curve": risk_coverage.curve(is_counterfeit, p_counterfeit)}}
+
+
 def make_loader(root: Path, samples, preprocess: PreprocessConfig, batch: int, workers: int = 0) -> DataLoader:
     """An evaluation loader (no augmentation, no shuffling) over `samples`."""
     ds = FrameDataset(root, samples, preprocess, augment=None, cache=False)
@@ -120,8 +145,10 @@ def evaluate_checkpoint(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Metrics of a checkpoint on one split of a data folder (or "all"); with `out`, writes report.json
-    and heatmap overlays overlay_XX.png of the first `samples` images. Returns the report dict."""
+    """Metrics of a checkpoint on one split of a data folder (or "all"): classification metrics, and at the
+    checkpoint's decision thresholds accuracy on decided items, coverage and counterfeit recall, plus the
+    risk-coverage curve. With `out`, writes report.json, risk_coverage.png, risk_coverage.md and heatmap
+    overlays overlay_XX.png of the first `samples` images. Returns the report dict."""
     dev = resolve_device(device)
     model, info = load_checkpoint(ckpt, map_location="cpu")
     model.to(dev)
@@ -129,6 +156,9 @@ def evaluate_checkpoint(
     index, chosen = select_split(data, split, classes, seed)
     loader = make_loader(index.root, chosen, model.cfg.preprocess, batch)
     pred = predict(model, loader, dev, keep=samples, progress=progress)
+    positive = classes.index(POSITIVE_CLASS) if POSITIVE_CLASS in classes else len(classes) - 1
+    thresholds, threshold_info = checkpoint_thresholds(info)
+    p_cf = pred.probs[:, positive] if len(pred.probs) else np.zeros(0)
     report = {
         "checkpoint": str(ckpt),
         "data": str(data),
@@ -137,16 +167,26 @@ def evaluate_checkpoint(
         "model_config": model.cfg.to_dict(),
         "metrics": classification_report(pred.labels, pred.probs),
         "loss": pred.loss,
+        "thresholds": threshold_info,
+        "decisions": decision_report(pred.labels == positive, p_cf, thresholds),
         "overlays": [],
     }
+    names = {GENUINE: "genuine", COUNTERFEIT: "counterfeit"}
+    calls = [names.get(int(d), "uncertain") for d in decisions(p_cf, thresholds)]
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         for i in range(len(pred.frames)):
-            p = pred.probs[i]
-            title = f"{chosen[i].path}  true={classes[pred.labels[i]]}  pred={classes[int(p.argmax())]} {p.max():.2f}"
-            name = f"overlay_{i:02d}.png"
-            cv2.imwrite(str(out / name), overlay(pred.frames[i], pred.heatmaps[i], pred.boxes[i], title))
-            report["overlays"].append({"file": name, "image": chosen[i].path, "boxes": pred.boxes[i].tolist()})
+            entry = {"file": f"overlay_{i:02d}.png", "image": chosen[i].path, "true": classes[pred.labels[i]],
+                     "pred": classes[int(pred.probs[i].argmax())], "p_counterfeit": float(p_cf[i]),
+                     "decision": calls[i]}
+            title = f"{entry['image']}  true={entry['true']}  P(cf)={entry['p_counterfeit']:.2f} -> {entry['decision']}"
+            cv2.imwrite(str(out / entry["file"]), overlay(pred.frames[i], pred.heatmaps[i], pred.boxes[i], title))
+            report["overlays"].append({**entry, "boxes": pred.boxes[i].tolist()})
+        rc = report["decisions"]
+        risk_coverage.draw(rc["risk_coverage"]["curve"], out / "risk_coverage.png", fitted=rc["at_thresholds"],
+                           title=f"{split}, n {len(p_cf)}")
+        (out / "risk_coverage.md").write_text(
+            risk_coverage.format_table(rc["risk_coverage"]["table"], fitted=rc["at_thresholds"]) + "\n")
         (out / "report.json").write_text(json.dumps(report, indent=2))
     return report

@@ -290,16 +290,82 @@ class ForegroundExtractor:
         return float(np.clip(mask_iou(coarse, final) * max(contrast, 0.0), 0.0, 1.0))
 
 
-def load_references(images: Sequence[str | Path], masks: Sequence[str | Path]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Read reference pairs from files: images (any format read_image accepts) and their masks."""
-    if len(images) != len(masks):
-        raise ForegroundError(f"got {len(images)} reference images but {len(masks)} masks; pair each --ref with a --ref-mask")
+BOX_WORK_SIDE = 512  # box_mask runs GrabCut on the image scaled to at most this side
+BOX_ITERS = 5  # GrabCut iterations of box_mask
+
+
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    """"X,Y,W,H" (whole pixels: left, top, width, height) -> (x, y, w, h); ForegroundError otherwise."""
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ForegroundError(f"--ref-box {text!r}: expected X,Y,W,H in whole pixels, e.g. 40,60,300,200") from None
+    return x, y, w, h
+
+
+def check_box(box: tuple[int, int, int, int], width: int, height: int, name: str = "reference") -> None:
+    """ForegroundError unless the box (x, y, w, h) lies inside a width x height image, is at least 8 px on
+    each side and leaves some of the image outside it (GrabCut learns the background there)."""
+    x, y, w, h = box
+    text = f"{x},{y},{w},{h}"
+    if w < 8 or h < 8:
+        raise ForegroundError(f"{name}: --ref-box {text} is too small (width and height must be >= 8 px)")
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        raise ForegroundError(f"{name}: --ref-box {text} reaches outside the {width}x{height} image "
+                              f"(need 0 <= X, 0 <= Y, X + W <= {width}, Y + H <= {height})")
+    if w >= width and h >= height:
+        raise ForegroundError(f"{name}: --ref-box {text} covers the whole image; leave some background outside it")
+
+
+def box_mask(image: np.ndarray, box: tuple[int, int, int, int], iters: int = BOX_ITERS,
+             work_side: int = BOX_WORK_SIDE) -> np.ndarray:
+    """Foreground mask of the object inside a box, by GrabCut seeded from the box (GC_INIT_WITH_RECT).
+
+    image: HxWx3 uint8 BGR; box: (x, y, w, h) in pixels of the image (check_box). GrabCut runs on the image
+    scaled to at most `work_side`; the largest component is kept, holes filled. Returns HxW uint8 {0, 255}.
+    """
+    h, w = image.shape[:2]
+    check_box(box, w, h)
+    scale = min(1.0, work_side / max(h, w))
+    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA) \
+        if scale < 1.0 else image
+    sh, sw = small.shape[:2]
+    x, y, bw, bh = box
+    x0, y0 = int(np.floor(x * scale)), int(np.floor(y * scale))
+    x1, y1 = min(sw, int(np.ceil((x + bw) * scale))), min(sh, int(np.ceil((y + bh) * scale)))
+    seeds = np.zeros((sh, sw), np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(small, seeds, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, iters, cv2.GC_INIT_WITH_RECT)
+    keep = largest_component(np.isin(seeds, (cv2.GC_FGD, cv2.GC_PR_FGD)), fill_holes=True)
+    full = cv2.resize(keep * 255, (w, h), interpolation=cv2.INTER_LINEAR) if scale < 1.0 else keep * 255
+    mask = np.where(full >= 128, 255, 0).astype(np.uint8)
+    outside = np.ones((h, w), bool)
+    outside[y : y + bh, x : x + bw] = False
+    mask[outside] = 0  # nothing outside the box, whatever the rescaling did at its edge
+    return mask
+
+
+def load_references(images: Sequence[str | Path], masks: Sequence[str | Path] = (),
+                    boxes: Sequence[str] = ()) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Read reference pairs: images (any format read_image accepts), each with its mask file, or each with a
+    box "X,Y,W,H" around the object (box_mask makes the mask). Masks and boxes are not mixed."""
+    if masks and boxes:
+        raise ForegroundError("give each --ref either a --ref-mask or a --ref-box, not both kinds")
     if not images:
-        raise ForegroundError("at least one --ref image with its --ref-mask is needed")
+        raise ForegroundError("at least one --ref image with its --ref-mask or --ref-box is needed")
+    given, kind = (boxes, "--ref-box") if boxes else (masks, "--ref-mask")
+    if len(images) != len(given):
+        raise ForegroundError(f"got {len(images)} reference images but {len(given)} {kind}; pair each --ref with "
+                              "a --ref-mask (or each with a --ref-box)")
     pairs = []
-    for img_path, mask_path in zip(images, masks):
+    for img_path, item in zip(images, given):
         image = read_image(img_path)
-        mask = read_mask(mask_path)
+        if boxes:
+            box = parse_box(str(item))
+            check_box(box, image.shape[1], image.shape[0], str(img_path))
+            mask = box_mask(image, box)
+        else:
+            mask = read_mask(item)
         check_reference(image, mask, str(img_path))
         pairs.append((image, mask))
     return pairs

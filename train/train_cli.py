@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
@@ -10,6 +11,10 @@ from edge_runtime.errors import MgfenError
 from train.backbones import BACKBONES
 from train.bg_cli import bg_train_options
 from train.model import PRESETS
+from train.trainer import TrainConfig
+
+# Every default of a flag comes from TrainConfig (the library's defaults), the one place they are set.
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 EXAMPLES = """
 \b
@@ -27,37 +32,39 @@ Examples:
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Data folder ([split/]class/*.png, manifest.csv).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder for checkpoints, metrics and config.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="edge", show_default=True)
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULTS["preset"], show_default=True)
 @click.option("--backbone", type=click.Choice(BACKBONES), default=None, help="Override the preset's backbone.")
-@click.option("--pretrained", default="auto", show_default=True, help="auto | none | PATH to a weights file.")
+@click.option("--pretrained", default=DEFAULTS["pretrained"], show_default=True, help="auto | none | PATH to a weights file.")
 @click.option("--epochs", type=int, default=None, help="Default: the preset's (paper 50, edge 8).")
 @click.option("--batch", type=int, default=None, help="Default: the preset's (paper 8, edge 16).")
 @click.option("--lr", type=float, default=None, help="Initial learning rate of the cosine schedule (default 1e-3).")
-@click.option("--device", default="cpu", show_default=True, help="cpu | cuda (mixed precision on CUDA).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=DEFAULTS["device"], show_default=True, help="cpu | cuda (mixed precision on CUDA).")
+@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
 @click.option("--resume", is_flag=True, help="Continue RUN/last.pt.")
 @click.option("--no-fpn", is_flag=True, help="Ablation: single-scale heatmap (no FPN top-down).")
 @click.option("--no-parts", is_flag=True, help="Ablation: global branch only (the baseline).")
 @click.option("--part-backbone", type=click.Choice(["shared", "separate"]), default=None)
 @click.option("--global-weight", type=float, default=None, help="Weight of the global logits in the vote.")
-@click.option("--lambda", "part_weight", type=float, default=1.0, show_default=True, help="Weight of the parts loss.")
+@click.option("--lambda", "part_weight", type=float, default=DEFAULTS["part_weight"], show_default=True, help="Weight of the parts loss.")
 @click.option("--no-augment", is_flag=True, help="Disable flips/rotations/colour jitter.")
 @click.option("--frame-size", type=int, default=None, help="Override the preset's frame side F (px).")
 @click.option("--global-size", type=int, default=None, help="Override the global view side S (multiple of 32).")
 @click.option("--crop-size", type=int, default=None, help="Override the crop side R (multiple of 32).")
 @click.option("--k", "k", type=int, default=None, help="Number of part boxes (preset: 4).")
-@click.option("--stability", type=int, default=0, help="Train on N seeded group-aware 7:2:1 splits; mean +- std table.")
-@click.option("--threads", type=int, default=2, show_default=True, help="torch CPU threads.")
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--stability", type=int, default=DEFAULTS["stability"], help="Train on N seeded group-aware 7:2:1 splits; mean +- std table.")
+@click.option("--threads", type=int, default=DEFAULTS["threads"], show_default=True, help="torch CPU threads.")
+@click.option("--workers", type=int, default=DEFAULTS["workers"], show_default=True, help="DataLoader worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-@bg_train_options
+@click.option("--target-recall", type=float, default=DEFAULTS["target_recall"], show_default=True, help="Counterfeit recall on val that the fitted genuine_at threshold keeps (train.thresholds).")
+@click.option("--target-precision", type=float, default=DEFAULTS["target_precision"], show_default=True, help="Val precision of counterfeit calls that fits counterfeit_at; between the two: uncertain.")
+@bg_train_options(bg_replace=DEFAULTS["bg_replace"], blend=DEFAULTS["blend"], fg_prior=DEFAULTS["fg_prior"])
 def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, seed, resume, no_fpn, no_parts,
          part_backbone, global_weight, part_weight, no_augment, frame_size, global_size, crop_size, k, stability, threads, workers, as_json, debug,
-         bg_replace, backgrounds, blend, fg_prior) -> None:
+         target_recall, target_precision, bg_replace, backgrounds, blend, fg_prior) -> None:
     """Train MGFEN (global branch + FPN heatmap + full-resolution part crops) and test the best epoch."""
     try:
-        from train.trainer import TrainConfig, train
+        from train.trainer import train
 
         cfg = TrainConfig(data=data, out=out, preset=preset, backbone=backbone, pretrained=pretrained, epochs=epochs,
                           batch=batch, lr=lr, device=device, seed=seed, resume=resume, fpn=not no_fpn,
@@ -65,7 +72,7 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
                           part_weight=part_weight, augment=not no_augment, frame_size=frame_size,
                           global_size=global_size, crop_size=crop_size, k=k, stability=stability, threads=threads,
                           workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend,
-                          fg_prior=fg_prior)
+                          fg_prior=fg_prior, target_recall=target_recall, target_precision=target_precision)
         summary = train(cfg)
     except MgfenError as exc:
         if debug:
@@ -76,11 +83,37 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
     elif "summary" in summary:
         for key, v in summary["summary"].items():
             if v["mean"] is not None:
-                click.echo(f"{key}: {100 * v['mean']:.2f} +- {100 * v['std']:.2f}")
+                click.echo(f"{key}: {100 * v['mean']:.2f} +- {100 * v['std']:.2f}{_off_note(summary)}")
     elif summary.get("test"):
         t = summary["test"]
         click.echo(f"test accuracy {t['accuracy']:.4f}  f1 {t['f1']:.4f}  auc {t['roc_auc']}  "
-                   f"(best epoch {summary['best_epoch']}, {summary['train_seconds']:.0f} s) -> {summary['out']}")
+                   f"(best epoch {summary['best_epoch']}, {summary['train_seconds']:.0f} s) -> {summary['out']}"
+                   f"{_off_note(summary)}")
+        click.echo(_thresholds_line(summary["thresholds"], t.get("decisions")))
+    else:
+        click.echo(f"trained (no test split) -> {summary['out']}{_off_note(summary)}")
+
+
+def _off_note(summary: dict) -> str:
+    """' | OFF: ...' when background replacement or the foreground prior were asked for but could not run."""
+    bg = summary.get("background") or {}
+    return f"  | OFF: {' and '.join(bg['off'])} ({bg['off_reason']})" if bg.get("off") else ""
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _thresholds_line(fit: dict, test: dict | None) -> str:
+    """One line on the fitted decision thresholds and what they do on the test split."""
+    th = fit["thresholds"]
+    line = (f"thresholds genuine_at {th['genuine_at']:.4f} ({fit['genuine_method']}), counterfeit_at "
+            f"{th['counterfeit_at']:.4f} ({fit['counterfeit_method']}) from {fit['n_counterfeit']} counterfeit + "
+            f"{fit['n_genuine']} genuine val images")
+    if test:
+        line += (f"; test: coverage {_pct(test['coverage'])}, accuracy on decided {_pct(test['accuracy_decided'])}, "
+                 f"counterfeit recall {_pct(test['counterfeit_recall'])}")
+    return line
 
 
 if __name__ == "__main__":

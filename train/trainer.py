@@ -14,7 +14,6 @@ import json
 import os
 import random
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from edge_runtime.names import POSITIVE_CLASS
 from train.checkpoint import check_architecture, read_checkpoint, save_checkpoint
 from train.data import AugmentConfig, DataIndex, FrameDataset, SampleTransform, data_hash, index_folder, split_samples
 from train.errors import ConfigError, DataError
@@ -31,6 +31,8 @@ from train.evaluate import predict, resolve_device
 from train.loss import LossConfig, mgfen_loss
 from train.metrics import classification_report
 from train.model import PRESETS, ModelConfig, build_model, preset
+from train.thresholds import (DEFAULT_TARGET_PRECISION, DEFAULT_TARGET_RECALL, check_targets, decision_metrics,
+                              fit_thresholds)
 
 # Training defaults per preset (the model side lives in train.model.PRESETS).
 TRAIN_PRESETS: dict[str, dict] = {
@@ -71,10 +73,12 @@ class TrainConfig:
     stability: int = 0
     workers: int = 0
     progress: bool = True
-    bg_replace: float = 0.0  # probability of online background replacement (needs DATA/masks); 0 = off
+    bg_replace: float = 0.5  # probability of online background replacement (needs DATA/masks); 0 = off
     backgrounds: str | None = None  # background photo folder; None = the procedural families
     blend: str = "alpha"
-    fg_prior: float = 0.0  # weight of the heatmap foreground prior (train.loss); used where DATA/masks exist
+    fg_prior: float = 1.0  # weight of the heatmap foreground prior (train.loss); used where DATA/masks exist
+    target_recall: float = DEFAULT_TARGET_RECALL  # val counterfeit recall the fitted genuine_at keeps (train.thresholds)
+    target_precision: float = DEFAULT_TARGET_PRECISION  # val precision of counterfeit calls at counterfeit_at
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -89,6 +93,10 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.stability < 0 or self.threads < 1:
             raise ConfigError("--stability must be >= 0 and threads >= 1")
+        try:
+            check_targets(self.target_recall, self.target_precision)
+        except ValueError as exc:
+            raise ConfigError("--" + str(exc).replace("target ", "target-", 1)) from None  # names the flag
 
     def resolved(self) -> "TrainConfig":
         """The config with every preset default filled in."""
@@ -159,13 +167,10 @@ def train(config: TrainConfig, sample_transform: SampleTransform | None = None) 
     see train.data.SampleTransform. Raises MgfenError subclasses for bad data/config.
     """
     cfg = config.resolved()
-    if sample_transform is None and cfg.bg_replace > 0:
+    if sample_transform is None and cfg.bg_replace > 0 and (Path(cfg.data) / "masks").is_dir():
         from train.bg_cli import background_replacer
 
         sample_transform = background_replacer(cfg.bg_replace, cfg.backgrounds, cfg.blend)
-        if not (Path(cfg.data) / "masks").is_dir():
-            warnings.warn(f"{cfg.data} has no masks/ folder: background replacement leaves frames unchanged "
-                          "(make masks with `mgfen-data masks`)", stacklevel=2)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     index = index_folder(cfg.data, seed=cfg.seed)
@@ -183,6 +188,19 @@ def train(config: TrainConfig, sample_transform: SampleTransform | None = None) 
             dist.destroy_process_group()
 
 
+def background_usage(cfg: TrainConfig, root: Path, use_parts: bool, transform) -> dict:
+    """What background replacement and the foreground prior actually do in this run (report.json's
+    "background"): both need DATA/masks; without that folder they are OFF whatever was asked, and `off`
+    names them with the reason."""
+    masks = (Path(root) / "masks").is_dir()
+    fg_prior = cfg.fg_prior if masks and use_parts else 0.0
+    off = [name for name, asked in (("background replacement", cfg.bg_replace > 0 and transform is None),
+                                    ("foreground prior", cfg.fg_prior > 0 and use_parts and not masks)) if asked]
+    return {"masks": masks, "bg_replace": cfg.bg_replace if transform is not None else 0.0,
+            "transform": None if transform is None else repr(transform), "fg_prior": fg_prior, "off": off,
+            "off_reason": f"no masks/ folder in {root} (make one with `mgfen-data masks`)" if off and not masks else None}
+
+
 def _stability(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.device, transform) -> dict:
     """Train on `cfg.stability` group-aware 7:2:1 splits drawn with seeds seed, seed+1, ...; mean +- std."""
     rank, _ = _dist_info()
@@ -193,11 +211,12 @@ def _stability(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.devi
         resplit = DataIndex(index.root, index.classes, tuple(sorted(split_samples(index.samples, seed), key=lambda s: s.path)))
         summary = _train_once(dataclasses.replace(cfg, seed=seed, stability=0), resplit, out / f"split{i}", device, transform)
         runs.append({"split": i, "seed": seed, **{k: summary["test"].get(k) for k in keys}})
+        background = summary["background"]
     table = {}
     for k in keys:
         values = [r[k] for r in runs if r[k] is not None]
         table[k] = {"mean": float(np.mean(values)) if values else None, "std": float(np.std(values)) if values else None}
-    result = {"splits": runs, "summary": table, "out": str(out)}
+    result = {"splits": runs, "summary": table, "out": str(out), "background": background}
     if rank == 0:
         _write_json(out / "stability.json", result)
         lines = ["| split | seed | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
@@ -221,7 +240,8 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
     out.mkdir(parents=True, exist_ok=True)
     dhash = data_hash(index.root, index.samples)
 
-    with_masks = cfg.fg_prior > 0 and model_cfg.use_parts and (Path(index.root) / "masks").is_dir()
+    background = background_usage(cfg, index.root, model_cfg.use_parts, transform)
+    with_masks = background["fg_prior"] > 0
     train_ds = FrameDataset(index.root, train_s, pre, AugmentConfig() if cfg.augment else None, transform, seed=cfg.seed,
                             with_masks=with_masks)
     val_ds = FrameDataset(index.root, val_s, pre)
@@ -322,20 +342,36 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
     train_seconds = time.perf_counter() - t_start
 
     summary = {"out": str(out), "epochs": cfg.epochs, "train_seconds": train_seconds, "classes": list(index.classes),
-               "data_hash": dhash, "best_epoch": None, "test": {}}
+               "data_hash": dhash, "best_epoch": None, "test": {}, "background": background}
     if main:
         best_state = torch.load(best_path, map_location="cpu", weights_only=False)
         model.load_state_dict(best_state["state_dict"])
         summary["best_epoch"] = best_state["epoch"]
+        # Decision thresholds from the best model's val probabilities, kept in best.pt (export copies them).
+        positive = _positive_index(index.classes)
+        vp = predict(model, val_loader, device) if len(val_ds) else None
+        val_y, val_p = (vp.labels == positive, vp.probs[:, positive]) if vp is not None else ([], [])
+        fit = fit_thresholds(val_y, val_p, cfg.target_recall, cfg.target_precision)
+        summary["thresholds"] = fit.to_dict()
+        best_state["thresholds"] = dataclasses.asdict(fit.thresholds)
+        best_state["threshold_fit"] = fit.to_dict()
         if len(test_ds):
             tp = predict(model, test_loader, device)
             summary["test"] = classification_report(tp.labels, tp.probs)
             summary["test"]["loss"] = tp.loss
+            summary["test"]["decisions"] = decision_metrics(tp.labels == positive, tp.probs[:, positive], fit.thresholds)
             # Keep the test metrics in best.pt too, so export/the manifest can carry them.
             best_state["metrics"] = {**best_state["metrics"], "test": summary["test"]}
-            torch.save(best_state, best_path)
+        tmp = best_path.with_name(best_path.name + ".tmp")
+        torch.save(best_state, tmp)
+        tmp.replace(best_path)
         _write_json(out / "report.json", summary)
     return summary
+
+
+def _positive_index(classes) -> int:
+    """Index of the counterfeit class (the last class when none is called so), as the manifest has it."""
+    return list(classes).index(POSITIVE_CLASS) if POSITIVE_CLASS in classes else len(classes) - 1
 
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
