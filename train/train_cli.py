@@ -81,9 +81,10 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif "summary" in summary:
-        for key, v in summary["summary"].items():
-            if v["mean"] is not None:
-                click.echo(f"{key}: {100 * v['mean']:.2f} +- {100 * v['std']:.2f}{_off_note(summary)}")
+        lines = [f"{key}: {100 * v['mean']:.2f} +- {100 * v['std']:.2f}" for key, v in summary["summary"].items()
+                 if v["mean"] is not None] or [f"no test metrics -> {summary['out']}"]
+        lines[0] += _off_note(summary)  # said once, on the first line
+        click.echo("\n".join(lines))
     elif summary.get("test"):
         t = summary["test"]
         click.echo(f"test accuracy {t['accuracy']:.4f}  f1 {t['f1']:.4f}  auc {t['roc_auc']}  "
