@@ -27,9 +27,10 @@ import numpy as np
 
 from edge_runtime.errors import BackendError
 
-INSTALL_HINT = ("install a CUDA binding that matches JetPack's driver: `pip install 'cuda-python>=11.8,<11.9'` "
-                "on JetPack 5 (CUDA 11.4) or `pip install 'cuda-python>=12,<13'` on JetPack 6 (CUDA 12.6; "
-                "cuda-python 13 needs a 580+ driver), or pycuda (`pip install pycuda`, built on the device)")
+INSTALL_HINT = ("install the CUDA binding that matches JetPack's driver: `pip install -e '.[jetson5]'` "
+                "(cuda-python 11.8.0-11.8.2) on JetPack 5, `pip install -e '.[jetson6]'` (cuda-python 12.x) on "
+                "JetPack 6 -- cuda-python 13 needs a 580+ driver -- or pycuda built on the device (`pip install "
+                "pycuda`)")
 BINDINGS = ("cuda-python", "pycuda")
 Spec = Tuple[Tuple[int, ...], Any]  # (shape, numpy dtype)
 
