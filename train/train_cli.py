@@ -11,7 +11,7 @@ from edge_runtime.errors import MgfenError
 from train.backbones import BACKBONES
 from train.bg_cli import bg_train_options
 from train.model import PRESETS
-from train.trainer import TrainConfig
+from train.trainer import SELECT_METRICS, TrainConfig
 
 # Every default of a flag comes from TrainConfig (the library's defaults), the one place they are set.
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -51,6 +51,10 @@ Examples:
 @click.option("--global-size", type=int, default=None, help="Override the global view side S (multiple of 32).")
 @click.option("--crop-size", type=int, default=None, help="Override the crop side R (multiple of 32).")
 @click.option("--k", "k", type=int, default=None, help="Number of part boxes (preset: 4).")
+@click.option("--backbone-lr-scale", type=float, default=None, help="Backbone learning rate = lr * this (default: the preset's).")
+@click.option("--head-epochs", type=int, default=None, help="First N epochs train the heads only on frozen features (default: the preset's).")
+@click.option("--freeze-bn/--train-bn", default=None, help="Keep backbone BatchNorm statistics at their pretrained values (default: the preset's).")
+@click.option("--select", type=click.Choice(SELECT_METRICS), default=None, help="Best epoch by val accuracy or AUC (default: the preset's).")
 @click.option("--stability", type=int, default=DEFAULTS["stability"], help="Train on N seeded group-aware 7:2:1 splits; mean +- std table.")
 @click.option("--threads", type=int, default=DEFAULTS["threads"], show_default=True, help="torch CPU threads.")
 @click.option("--workers", type=int, default=DEFAULTS["workers"], show_default=True, help="DataLoader worker processes.")
@@ -60,7 +64,8 @@ Examples:
 @click.option("--target-precision", type=float, default=DEFAULTS["target_precision"], show_default=True, help="Val precision of counterfeit calls that fits counterfeit_at; between the two: uncertain.")
 @bg_train_options(bg_replace=DEFAULTS["bg_replace"], blend=DEFAULTS["blend"], fg_prior=DEFAULTS["fg_prior"])
 def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, seed, resume, no_fpn, no_parts,
-         part_backbone, global_weight, part_weight, no_augment, frame_size, global_size, crop_size, k, stability, threads, workers, as_json, debug,
+         part_backbone, global_weight, part_weight, no_augment, frame_size, global_size, crop_size, k, backbone_lr_scale,
+         head_epochs, freeze_bn, select, stability, threads, workers, as_json, debug,
          target_recall, target_precision, bg_replace, backgrounds, blend, fg_prior) -> None:
     """Train MGFEN (global branch + FPN heatmap + full-resolution part crops) and test the best epoch."""
     try:
@@ -70,7 +75,8 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
                           batch=batch, lr=lr, device=device, seed=seed, resume=resume, fpn=not no_fpn,
                           use_parts=not no_parts, part_backbone=part_backbone, global_weight=global_weight,
                           part_weight=part_weight, augment=not no_augment, frame_size=frame_size,
-                          global_size=global_size, crop_size=crop_size, k=k, stability=stability, threads=threads,
+                          global_size=global_size, crop_size=crop_size, k=k, backbone_lr_scale=backbone_lr_scale,
+                          head_epochs=head_epochs, freeze_bn=freeze_bn, select=select, stability=stability, threads=threads,
                           workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend,
                           fg_prior=fg_prior, target_recall=target_recall, target_precision=target_precision)
         summary = train(cfg)

@@ -28,6 +28,7 @@ from train.checkpoint import check_architecture, read_checkpoint, save_checkpoin
 from train.data import AugmentConfig, DataIndex, FrameDataset, SampleTransform, data_hash, index_folder, split_samples
 from train.errors import ConfigError, DataError
 from train.evaluate import predict, resolve_device
+from train.finetune import freeze_batchnorm, param_groups, set_backbone_trainable
 from train.loss import LossConfig, mgfen_loss
 from train.metrics import classification_report
 from train.model import PRESETS, ModelConfig, build_model, preset
@@ -36,9 +37,12 @@ from train.thresholds import (DEFAULT_TARGET_PRECISION, DEFAULT_TARGET_RECALL, c
 
 # Training defaults per preset (the model side lives in train.model.PRESETS).
 TRAIN_PRESETS: dict[str, dict] = {
-    "paper": {"epochs": 50, "batch": 8, "lr": 1e-3, "optimizer": "sgd"},
-    "edge": {"epochs": 8, "batch": 16, "lr": 1e-3, "optimizer": "adamw"},
+    "paper": {"epochs": 50, "batch": 8, "lr": 1e-3, "optimizer": "sgd", "backbone_lr_scale": 1.0, "head_epochs": 0,
+              "freeze_bn": False, "select": "accuracy"},
+    "edge": {"epochs": 8, "batch": 16, "lr": 1e-3, "optimizer": "adamw", "backbone_lr_scale": 1.0, "head_epochs": 0,
+             "freeze_bn": False, "select": "accuracy"},
 }
+SELECT_METRICS = ("accuracy", "auc")  # how the best epoch is chosen on val (ties: lower val loss)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,10 @@ class TrainConfig:
     crop_size: int | None = None
     k: int | None = None
     stability: int = 0
+    backbone_lr_scale: float | None = None  # backbone lr = lr * this (train.finetune.param_groups)
+    head_epochs: int | None = None  # first epochs train the heads only, on frozen features (linear probe, then fine-tune)
+    freeze_bn: bool | None = None  # backbone BatchNorm statistics kept at their pretrained values
+    select: str | None = None  # best epoch by val "accuracy" or "auc" (SELECT_METRICS)
     workers: int = 0
     progress: bool = True
     bg_replace: float = 0.5  # probability of online background replacement (needs DATA/masks); 0 = off
@@ -91,6 +99,12 @@ class TrainConfig:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if self.optimizer not in (None, "sgd", "adamw"):
             raise ConfigError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.backbone_lr_scale is not None and not self.backbone_lr_scale >= 0:
+            raise ConfigError(f"--backbone-lr-scale must be >= 0, got {self.backbone_lr_scale}")
+        if self.head_epochs is not None and self.head_epochs < 0:
+            raise ConfigError(f"--head-epochs must be >= 0, got {self.head_epochs}")
+        if self.select not in (None, *SELECT_METRICS):
+            raise ConfigError(f"--select must be one of {', '.join(SELECT_METRICS)}, got {self.select!r}")
         if self.stability < 0 or self.threads < 1:
             raise ConfigError("--stability must be >= 0 and threads >= 1")
         try:
@@ -261,7 +275,9 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
     val_loader = DataLoader(val_ds, batch_size=eval_batch)
     test_loader = DataLoader(test_ds, batch_size=eval_batch)
 
-    optimizer = _make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+    if world > 1 and cfg.head_epochs:
+        raise ConfigError("--head-epochs is not supported under torchrun (DDP needs a fixed set of trained parameters)")
+    optimizer = _make_optimizer(cfg.optimizer, param_groups(model, cfg.lr, cfg.backbone_lr_scale), cfg.lr, cfg.weight_decay)
     steps = cfg.epochs * max(1, len(loader))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg.lr * 0.01)
     amp = device.type == "cuda"
@@ -290,6 +306,9 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()
+        set_backbone_trainable(model, epoch > cfg.head_epochs)
+        if cfg.freeze_bn or epoch <= cfg.head_epochs:
+            freeze_batchnorm(model)
         sums: dict[str, float] = {}
         correct = seen = 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not (main and cfg.progress))
@@ -322,7 +341,7 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
                 row.update({"val_loss": vp.loss, "val_acc": vm["accuracy"], "val_f1": vm["f1"], "val_auc": vm["roc_auc"]})
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
-            score = (row.get("val_acc", row["train_acc"]), -row.get("val_loss", row["train_loss"]))
+            score = _selection_score(row, cfg.select)
             improved = best is None or tuple(score) > tuple(best)
             if improved:
                 best = score
@@ -372,6 +391,15 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
 def _positive_index(classes) -> int:
     """Index of the counterfeit class (the last class when none is called so), as the manifest has it."""
     return list(classes).index(POSITIVE_CLASS) if POSITIVE_CLASS in classes else len(classes) - 1
+
+
+def _selection_score(row: dict, select: str) -> tuple[float, float]:
+    """(val metric, -val loss) of an epoch row, compared as a tuple to pick the best epoch; train accuracy
+    and loss where there is no val split, and accuracy where the val AUC is undefined (one class)."""
+    metric = row.get("val_auc") if select == "auc" else None
+    if metric is None:
+        metric = row.get("val_acc", row["train_acc"])
+    return float(metric), -float(row.get("val_loss", row["train_loss"]))
 
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
