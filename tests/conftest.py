@@ -27,3 +27,15 @@ class _SkipTorch(importlib.abc.MetaPathFinder):
 
 if not HAS_TORCH:
     sys.meta_path.insert(0, _SkipTorch())
+
+
+@pytest.fixture()
+def gpu(monkeypatch):
+    """A fake Orin (tests/fake_cuda.py) behind both CUDA bindings, in sys.modules for the test; nothing may
+    leak by its end: device or page-locked memory, streams, pushed contexts."""
+    from fake_cuda import FakeGpu, install
+
+    g = FakeGpu()
+    install(monkeypatch, g)
+    yield g
+    g.assert_clean()

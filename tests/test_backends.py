@@ -184,15 +184,6 @@ def test_native_engine_path_reads_the_export_cache(bundle):
 # ------------------------------------------- TensorRT glue against fakes (the real thing needs a Jetson)
 
 
-@pytest.fixture()
-def gpu(monkeypatch):
-    """A fake Orin behind both CUDA bindings; nothing may leak by the end of the test."""
-    g = FakeGpu()
-    install(monkeypatch, g)
-    yield g
-    g.assert_clean()
-
-
 def _plan(tmp_path, gpu, trt_version: str, graph: str = "parts") -> Path:
     """A plan of the fake bundle's graph, built by the fake TensorRT with export's build_plan."""
     from edge_runtime.engine_cache import build_recipe

@@ -62,15 +62,6 @@ def bundle(tmp_path):
     return load_bundle(make_fake_bundle(tmp_path / "b", int8=True))
 
 
-@pytest.fixture()
-def gpu(monkeypatch):
-    """A fake Orin behind both CUDA bindings; nothing may leak by the end of the test."""
-    g = FakeGpu()
-    install(monkeypatch, g)
-    yield g
-    g.assert_clean()
-
-
 def use_tensorrt(monkeypatch, gpu, version="10.3.0"):
     trt = make_tensorrt(gpu, version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
