@@ -16,7 +16,7 @@ minus each other model (bootstrap over groups, same replicates for both); across
     python benchmarks/realdata.py --data DIR --out /tmp/rd --splits 1 --epochs 1 --frame-size 256 \
         --global-size 64 --crop-size 64 --probe-sizes 64             # a smoke run
 
---per-group N keeps N images per group (seeded; all when 0): the CPU cost of training grows with the
+--per-group N (or N1,N2,... per --data) keeps N images per group (seeded; all when 0): the CPU cost of training grows with the
 image count, and images of one group (one writer, one item) are the least independent ones. Trained runs
 and scores are kept in OUT/<dataset>/split<s>/ and reused by a second run (delete them to redo); the
 subsampled folders and the baselines' features are kept in --cache and shared by every variant.
@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--held-out", default=None, help="name of the dataset kept out of every tuning decision")
     ap.add_argument("--splits", type=int, default=3)
-    ap.add_argument("--per-group", type=int, default=0, help="images kept per group (0: all)")
+    ap.add_argument("--per-group", default="0",
+                    help="images kept per group (0: all); one value, or one per --data in order (e.g. 2,2,0)")
     ap.add_argument("--probe-sizes", default=",".join(map(str, DEFAULT_PROBE_SIZES)))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path("runs/realdata/cache"), help="baseline features kept here")
@@ -291,15 +292,20 @@ def main(argv: list[str] | None = None) -> int:
                                    ("global_size", args.global_size), ("crop_size", args.crop_size)) if v is not None}
     overrides.update(parse_sets(args.set))
     probe_sizes = parse_probe_sizes(args.probe_sizes)
+    per_group = [int(v) for v in args.per_group.split(",")]
+    if len(per_group) not in (1, len(args.data)):
+        raise SystemExit(f"--per-group: one value or one per --data ({len(args.data)}), got {args.per_group!r}")
+    per_group = per_group * len(args.data) if len(per_group) == 1 else per_group
     args.out.mkdir(parents=True, exist_ok=True)
     header = (f"Real-data benchmark ({time.strftime('%Y-%m-%d')}; {cpu_flags()}); edge preset"
               + (f" with overrides {overrides}" if overrides else " defaults")
-              + (f"; {args.per_group} images per group" if args.per_group else "") + ".")
+              + ("; images per group kept: " + ", ".join(f"{d.name} {n or 'all'}" for d, n in zip(args.data, per_group))
+                 if any(per_group) else "") + ".")
     print(header, flush=True)
     results = []
-    for data in args.data:
+    for data, keep in zip(args.data, per_group):
         work = args.out / data.name
-        sub = subsample(data, args.cache / f"{data.name}_per_group{args.per_group}", args.per_group, seed=0)
+        sub = subsample(data, args.cache / f"{data.name}_per_group{keep}", keep, seed=0)
         results.append(run_dataset(sub, work, args.splits, probe_sizes, overrides, args.threads, args.cache,
                                    lambda m: print(m, flush=True)))
         results[-1]["dataset"] = data.name
