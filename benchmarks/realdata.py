@@ -123,13 +123,17 @@ def train_and_score(data: Path, out: Path, seed: int, overrides: dict, threads: 
     {"paths": [...], "scores": [...] P(class 1), "train_seconds", "best_epoch"}."""
     cached = out / "scores.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
+        kept = json.loads(cached.read_text())
+        if kept.get("overrides") != overrides:
+            raise SystemExit(f"{out}: trained with {kept.get('overrides')}, asked for {overrides}: use another --out")
+        return kept
     from train.trainer import TrainConfig, train
 
     summary = train(TrainConfig(data=str(data), out=str(out), seed=seed, progress=False, threads=threads, **overrides))
     _, test, p = checkpoint_scores(out / "best.pt", data, "test", seed=seed)
     result = {"paths": [s.path for s in test], "scores": p.tolist(), "train_seconds": summary["train_seconds"],
-              "best_epoch": summary["best_epoch"], "background": summary.get("background", {}).get("off")}
+              "best_epoch": summary["best_epoch"], "background": summary.get("background", {}).get("off"),
+              "overrides": overrides}
     cached.write_text(json.dumps(result))
     return result
 
