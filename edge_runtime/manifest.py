@@ -3,7 +3,8 @@
 A bundle is a folder with manifest.json and model files. export/ writes it with `write_manifest`; the
 scanner reads it with `load_bundle`, which rejects unknown keys, a newer schema, missing files and any
 file whose sha256 no longer matches, and with `trust=PUBKEY` a manifest.json not signed by that key
-(edge_runtime.signing). The model id is the sha256 of manifest.json's bytes.
+(edge_runtime.signing, which holds the keys and the signature maths and imports nothing of this module;
+`sign_bundle` here checks a bundle and signs it). The model id is the sha256 of manifest.json's bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from edge_runtime.errors import BundleError
 from edge_runtime.names import CLASS_NAMES, MANIFEST_FILE
 from edge_runtime.preprocess import PreprocessConfig
 from edge_runtime.roi import Thresholds
+from edge_runtime.signing import SigningError, SigningKey, load_signing_key, verify_manifest, write_signature
 
 SCHEMA_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -190,10 +192,25 @@ def load_bundle(root: str | Path, verify: bool = True, trust: str | Path | None 
         raise BundleError(f"{root}: not a bundle (no {MANIFEST_FILE})")
     raw = path.read_bytes()
     if trust is not None:
-        from edge_runtime.signing import verify_manifest  # cryptography is only needed for signed bundles
-
         verify_manifest(root, raw, trust)
     return bundle_from_bytes(root, raw, verify)
+
+
+def sign_bundle(root: str | Path, key: str | Path | SigningKey) -> Path:
+    """Sign ROOT/manifest.json and write ROOT/manifest.sig; return its path.
+
+    key: a private key PEM path, or a SigningKey already loaded (so a CLI can check the key before a
+    long export). The bundle is checked first (manifest parses, every listed file matches its sha256)
+    and the signature is over exactly the bytes that were checked (edge_runtime.signing.write_signature).
+    """
+    root = Path(root)
+    signer = key if isinstance(key, SigningKey) else load_signing_key(Path(key))
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        raise SigningError(f"{root}: not a bundle (no {MANIFEST_FILE}); nothing to sign")
+    raw = path.read_bytes()
+    bundle_from_bytes(root, raw, verify=True)
+    return write_signature(root, raw, signer)
 
 
 def bundle_from_bytes(root: str | Path, raw: bytes, verify: bool = True) -> Bundle:

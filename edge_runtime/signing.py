@@ -187,25 +187,13 @@ def generate_keypair(private_path: str | Path, public_path: str | Path, overwrit
 # ------------------------------------------------------------------------------------ sign and verify
 
 
-def sign_bundle(root: str | Path, key: str | Path | SigningKey) -> Path:
-    """Sign ROOT/manifest.json and write ROOT/manifest.sig (tmp + replace); return its path.
-
-    key: a private key PEM path, or a SigningKey already loaded (so a CLI can check the key before a
-    long export). The bundle is checked first (manifest parses, every listed file matches its sha256)
-    and the signature is over exactly the bytes that were checked.
-    """
-    from edge_runtime.manifest import bundle_from_bytes  # manifest imports this module
-
-    root = Path(root)
-    signer = key if isinstance(key, SigningKey) else load_signing_key(Path(key))
-    path = root / MANIFEST_FILE
-    if not path.is_file():
-        raise SigningError(f"{root}: not a bundle (no {MANIFEST_FILE}); nothing to sign")
-    raw = path.read_bytes()
-    bundle_from_bytes(root, raw, verify=True)
+def write_signature(root: str | Path, manifest_bytes: bytes, signer: SigningKey) -> Path:
+    """Sign `manifest_bytes` (ROOT/manifest.json's exact bytes, already checked by the caller) and write
+    ROOT/manifest.sig (tmp + replace); return its path. edge_runtime.manifest.sign_bundle checks the
+    bundle and calls this, so this module never imports the manifest's."""
     doc = {"algorithm": ALGORITHM, "key_id": signer.key_id,
-           "signature": base64.b64encode(signer.private.sign(raw)).decode("ascii")}
-    out = root / SIGNATURE_FILE
+           "signature": base64.b64encode(signer.private.sign(manifest_bytes)).decode("ascii")}
+    out = Path(root) / SIGNATURE_FILE
     tmp = out.with_name(out.name + ".tmp")
     try:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")

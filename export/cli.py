@@ -12,7 +12,8 @@ import click
 
 from edge_runtime import names
 from edge_runtime.errors import MgfenError
-from edge_runtime.signing import load_signing_key, sign_bundle
+from edge_runtime.manifest import sign_bundle
+from edge_runtime.signing import load_signing_key
 
 EPILOG = """\b
 Examples:

@@ -16,7 +16,8 @@ from edge_runtime import names
 from edge_runtime.errors import BundleError
 from edge_runtime.keygen_cli import main as keygen_main
 from edge_runtime.manifest import load_bundle
-from edge_runtime.signing import SigningError, generate_keypair, key_id, load_signing_key, sign_bundle
+from edge_runtime.manifest import sign_bundle
+from edge_runtime.signing import SigningError, generate_keypair, key_id, load_signing_key
 from fake_bundle import make_fake_bundle, make_image
 
 
