@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from train.data import index_folder
 from train.data_cli import main as data_main
 from train.errors import DataError
-from train.real_data import Entry, arrange, read_manifest, sha1_bytes, write_manifest
+from train.real_data import Entry, arrange, drop_identical, read_manifest, sha1_bytes, write_manifest
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "init.defaultBranch=main"]
 
@@ -179,3 +179,14 @@ def test_manifest_from_tree_labels_groups_and_hashes(tmp_path, repo):
     assert all(e.commit == commit for e in made)
     with pytest.raises(DataError, match="not a git"):
         manifest_from_tree(tmp_path, "owner/name", "data/", rule)
+
+
+def test_drop_identical_keeps_the_first_copy_and_refuses_contradictions():
+    c = "0" * 40
+    a, b, d = sha1_bytes(b"a"), sha1_bytes(b"b"), sha1_bytes(b"d")
+    rows = [Entry("o/r", c, "x/2.png", a, "genuine", "g1"), Entry("o/r", c, "x/1.png", a, "genuine", "g1"),
+            Entry("o/r", c, "x/3.png", b, "counterfeit", "g2"), Entry("o/r", c, "x/0.png", d, "genuine", "g3")]
+    assert [e.path for e in drop_identical(rows)] == ["x/0.png", "x/1.png", "x/3.png"]
+    clash = rows + [Entry("o/r", c, "x/9.png", b, "genuine", "g2")]
+    with pytest.raises(DataError, match="x/9.png: same bytes as x/3.png"):
+        drop_identical(clash)

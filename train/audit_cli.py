@@ -11,16 +11,9 @@ import click
 
 from edge_runtime.errors import MgfenError
 from train.baselines import DEFAULT_BATCH
+from train.bg_cli import debug_requested
 from train.image_stats import DUPLICATE_DISTANCE, HASH_BITS
 from train.resample import DEFAULT_FOLDS, N_BOOT, N_PERM
-
-
-def _debug(ctx: click.Context | None) -> bool:
-    while ctx is not None:
-        if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
-            return True
-        ctx = ctx.parent
-    return False
 
 
 @click.command("audit")
@@ -74,7 +67,7 @@ def audit_cmd(ctx: click.Context, root: Path, out: Path | None, as_json: bool, p
         written = write_audit(report, out) if out is not None else []
     except (MgfenError, OSError) as exc:
         bar.close()
-        if _debug(ctx):
+        if debug_requested(ctx):
             raise
         raise click.ClickException(str(exc)) from None
     click.echo(format_text(report), err=as_json)

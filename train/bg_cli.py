@@ -21,7 +21,8 @@ from train.blend import BLEND_MODES
 _THUMB = 200
 
 
-def _debug(ctx: click.Context | None) -> bool:
+def debug_requested(ctx: click.Context | None) -> bool:
+    """True when --debug was given to this command or a group above it (ctx.obj["debug"])."""
     while ctx is not None:
         if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
             return True
@@ -30,7 +31,7 @@ def _debug(ctx: click.Context | None) -> bool:
 
 
 def _fail(ctx: click.Context, exc: Exception) -> None:
-    if _debug(ctx):
+    if debug_requested(ctx):
         raise exc
     raise click.ClickException(str(exc)) from None
 

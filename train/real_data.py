@@ -270,3 +270,17 @@ def manifest_from_tree(repo: str | Path, source: str, prefix: str, rule, commit:
                 raise DataError(f"{path}: listed at {commit[:12]} but its blob is absent in {repo}")
             entries.append(Entry(source, commit, path, sha1_bytes(data), labelled[0], labelled[1]))
     return entries
+
+
+def drop_identical(entries: Iterable[Entry]) -> list[Entry]:
+    """Entries with byte-identical files (same sha1) listed once, the first by path kept, in path order.
+    DataError when two copies disagree on label or group (the source contradicts itself)."""
+    seen: dict[str, Entry] = {}
+    unique = []
+    for e in sorted(entries, key=lambda e: e.path):
+        first = seen.setdefault(e.sha1, e)
+        if first is e:
+            unique.append(e)
+        elif (first.label, first.group) != (e.label, e.group):
+            raise DataError(f"{e.path}: same bytes as {first.path} but another label/group")
+    return unique

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from train.real_data import manifest_from_tree, write_manifest  # noqa: E402
+from train.real_data import drop_identical, manifest_from_tree, write_manifest  # noqa: E402
 
 PREFIX = "dataset/BHSig260-Bengali/BHSig260-Bengali/"
 NAME = re.compile(r"^(\d+)/B-S-(\d+)-([GF])-(\d+)\.tif$")
@@ -31,14 +31,7 @@ def rule(path: str):
 
 if __name__ == "__main__":
     entries = manifest_from_tree(sys.argv[1], "taseen-israque/thesis-", PREFIX, rule, *sys.argv[2:3])
-    seen, unique = {}, []
-    for e in sorted(entries, key=lambda e: e.path):
-        first = seen.setdefault(e.sha1, e)
-        if first is e:
-            unique.append(e)
-        elif (first.label, first.group) != (e.label, e.group):
-            raise SystemExit(f"{e.path}: same bytes as {first.path} but another label/group")
+    unique = drop_identical(entries)
     print(f"{len(entries) - len(unique)} byte-identical duplicates dropped")
-    entries = unique
     out = Path(__file__).with_name("manifest.csv")
-    print(f"wrote {write_manifest(out, entries)} rows to {out}")
+    print(f"wrote {write_manifest(out, unique)} rows to {out}")

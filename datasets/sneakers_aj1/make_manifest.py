@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from train.real_data import manifest_from_tree, write_manifest  # noqa: E402
+from train.real_data import drop_identical, manifest_from_tree, write_manifest  # noqa: E402
 
 SOURCE = "zhengwu123/Machine_learning_group_project"
 COMMIT = "4dcde6873bb09c984d91ddc4e8e460489386cf08"
@@ -46,13 +46,7 @@ def rule(path: str):
 
 if __name__ == "__main__":
     entries = manifest_from_tree(sys.argv[1], SOURCE, PREFIX, rule, *(sys.argv[2:3] or [COMMIT]))
-    seen, unique = {}, []
-    for e in sorted(entries, key=lambda e: e.path):
-        first = seen.setdefault(e.sha1, e)
-        if first is e:
-            unique.append(e)
-        elif (first.label, first.group) != (e.label, e.group):
-            raise SystemExit(f"{e.path}: same bytes as {first.path} but another label/group")
+    unique = drop_identical(entries)
     print(f"{len(entries) - len(unique)} byte-identical duplicates dropped")
     out = Path(__file__).with_name("manifest.csv")
     print(f"wrote {write_manifest(out, unique)} rows to {out}")
