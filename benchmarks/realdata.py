@@ -2,7 +2,7 @@
 and the shortcut baselines on the same seeded group splits of each real dataset.
 
 For every dataset folder (arranged with `mgfen-data arrange`, see datasets/) and every split seed s:
-    mgfen      mgfen-train --data D --seed s                  (edge preset defaults)
+    mgfen      mgfen-train --data D --seed s                  (edge preset defaults, frame fitted to the photos)
     no-parts   mgfen-train --data D --seed s --no-parts       (global branch only)
     baselines  train.baselines.default_baselines: image metadata and colour statistics (logistic, 1-NN),
                logistic regression on frozen ImageNet EfficientNet-Lite0 features at two sizes
@@ -48,6 +48,17 @@ from train.probe import DEFAULT_PROBE_SIZES, parse_probe_sizes  # noqa: E402
 from train.resample import paired_difference, score_with_interval  # noqa: E402
 
 MODELS = {"mgfen": {}, "no-parts": {"use_parts": False}}
+RESOLVE_AUC = 0.03  # the AUC difference the power table asks about (about the gaps seen between models)
+Z_ALPHA, Z_POWER = 1.959964, 0.841621  # two-sided 5% test, 80% power (normal quantiles)
+
+
+def splits_needed(sd: float, delta: float = RESOLVE_AUC) -> int:
+    """Seeded splits needed before a paired mean difference of `delta` is told from 0 (two-sided 5%, 80%
+    power, normal approximation), when per-split differences spread with standard deviation `sd`
+    (test-set sampling and training noise together)."""
+    if delta <= 0:
+        raise ValueError("delta must be > 0")
+    return max(2, int(np.ceil(((Z_ALPHA + Z_POWER) * sd / delta) ** 2)))
 
 
 def cpu_flags() -> str:
@@ -250,11 +261,32 @@ def summary_table(results: list[dict], held_out: str | None) -> list[str]:
     return lines
 
 
+def power_table(results: list[dict]) -> list[str]:
+    """Per dataset, MGFEN minus --no-parts and minus the probe at its largest size: the paired per-split AUC
+    differences' mean and sd, and the splits needed to tell a RESOLVE_AUC difference from 0 at that sd."""
+    lines = [f"| dataset | MGFEN minus | AUC difference per split | mean +- sd | splits to resolve {RESOLVE_AUC} |",
+             "|---|---|---|---|---|"]
+    for r in results:
+        probes = [n for n in r["summary"] if "probe" in n]
+        for name in ["no-parts"] + probes[-1:]:
+            d = [sp["models"][name]["mgfen_minus_this"]["roc_auc"] for sp in r["splits"]]
+            d = [v for v in d if v is not None]
+            if len(d) < 2:
+                continue
+            sd = float(np.std(d, ddof=1))
+            lines.append(f"| {r['dataset']} | {_short(name)} | {', '.join(f'{v:+.3f}' for v in d)} | "
+                         f"{np.mean(d):+.3f} +- {sd:.3f} | {splits_needed(sd)} |")
+    return lines
+
+
 def markdown(results: list[dict], held_out: str | None, header: str) -> str:
     """The README table (summary_table), then per dataset and model: accuracy and ROC-AUC mean +- std over
     splits, per split with intervals and the paired MGFEN-minus-model AUC difference."""
     lines = [header, "", "Accuracy % / ROC-AUC, mean +- std over the splits:", "",
-             *summary_table(results, held_out), ""]
+             *summary_table(results, held_out), "",
+             "How far the splits can see: the paired AUC difference per split, its mean +- sd (ddof 1), and the "
+             f"splits needed to tell a difference of {RESOLVE_AUC} from 0 at that spread (two-sided 5%, 80% power):", "",
+             *power_table(results), ""]
     for r in results:
         tag = " (held out of every tuning decision)" if r["dataset"] == held_out else ""
         lines += [f"### {r['dataset']}{tag}", "",

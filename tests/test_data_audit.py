@@ -127,6 +127,35 @@ def test_baselines_at_chance_without_micro_differences(null_data):
     assert min(report["permutation_p"].values()) > 0.05, report["permutation_p"]
     ok = sorted(v["text"].split(" not predict")[0] for v in report["verdict"] if v["level"] == "OK")
     assert ok == ["global colour statistics do", "image metadata does"], report["verdict"]
+    # 128 px synthetic frames against the edge preset's 768 px frame: upsampled x6, a 96 px crop spans 16 px
+    res = report["resolution"]
+    assert (res["square_side"], res["upsampling"], res["crop_covers_photo_px"]) == (128, 6.0, 16.0)
+    assert any("fits its frame to about 128 px" in v["text"] and "span 16, magnified x6.0" in v["text"]
+               for v in report["verdict"])
+
+
+def test_resolution_notes_follow_the_photo_size():
+    from train.audit_resolution import resolution_report, resolution_verdict
+
+    wide = resolution_report([(1000, 290), (1100, 300), (900, 280)], frame_size=768, global_size=128, crop_size=96)
+    assert wide["square_side"] == 290 and wide["kept_long_side"] == 290 / 1000
+    assert abs(wide["upsampling"] - 768 / 290) < 1e-9
+    texts = [v["text"] for v in resolution_verdict(wide)]
+    assert len(texts) == 2 and "about 288 px" in texts[0] and "spans 97 photo pixels" in texts[0]  # 96 * 290 / 288
+    assert "middle 29%" in texts[1]
+    large = resolution_report([(4000, 3000), (3000, 3000)], frame_size=768, global_size=128, crop_size=96)
+    assert large["upsampling"] < 1 and resolution_verdict(large) == []
+    # never suggest a frame below the global view: 100 px photos against a 128 px global view
+    small = resolution_report([(100, 100)], frame_size=768, global_size=128, crop_size=96)
+    assert "about 128 px" in resolution_verdict(small)[0]["text"]
+
+
+def test_audit_preset_choice_lists_every_preset():
+    from train.audit_cli import audit_cmd
+    from train.model import PRESETS
+
+    choice = next(p for p in audit_cmd.params if p.name == "preset").type
+    assert sorted(choice.choices) == sorted(PRESETS)
 
 
 # ------------------------------------------------------------------------------------------- bad input

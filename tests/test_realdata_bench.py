@@ -63,3 +63,28 @@ def test_set_parses_train_config_fields_and_refuses_others():
         "head_epochs": 2, "freeze_bn": True, "select": "auc", "backbone_lr_scale": 0.1}
     with pytest.raises(SystemExit):
         realdata.parse_sets(["no_such_field=1"])
+
+
+def test_splits_needed_follows_the_normal_power_formula():
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(0.8)
+    for sd, delta in ((0.1, 0.03), (0.05, 0.03), (0.2, 0.1)):
+        assert realdata.splits_needed(sd, delta) == pytest.approx((z * sd / delta) ** 2, abs=1.0)
+    assert realdata.splits_needed(0.1, 0.03) == 88  # (2.8016 * 0.1 / 0.03)^2 = 87.2, rounded up
+    assert realdata.splits_needed(0.0) == 2
+    with pytest.raises(ValueError):
+        realdata.splits_needed(0.1, 0.0)
+
+
+def test_power_table_reads_the_paired_differences():
+    def split(d_np: float, d_probe: float) -> dict:
+        return {"models": {"mgfen": {}, "no-parts": {"mgfen_minus_this": {"roc_auc": d_np}},
+                           "frozen ImageNet linear probe at 384 px, logistic regression": {"mgfen_minus_this": {"roc_auc": d_probe}}}}
+
+    results = [{"dataset": "x", "summary": {"mgfen": {}, "no-parts": {},
+                                            "frozen ImageNet linear probe at 384 px, logistic regression": {}},
+                "splits": [split(-0.1, 0.0), split(0.0, 0.0), split(0.1, 0.0)]}]
+    rows = realdata.power_table(results)[2:]
+    assert rows[0] == "| x | no-parts | -0.100, +0.000, +0.100 | +0.000 +- 0.100 | 88 |"
+    assert rows[1].startswith("| x | linear probe at 384 px | +0.000, +0.000, +0.000 | +0.000 +- 0.000 | 2 |")

@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from edge_runtime.preprocess import PreprocessConfig
+from train.audit_resolution import resolution_report, resolution_verdict
 from train.baselines import (DEFAULT_BATCH, best_baseline, column_aucs, cross_validated_scores, default_baselines,
                              extract_features, family_pvalues, score_baselines)
 from train.data import SPLITS, DataIndex, index_folder
@@ -104,13 +106,14 @@ def _duplicates(index: DataIndex, hashes: np.ndarray, max_distance: int) -> dict
 def audit_folder(root: str | Path, probe_sizes: Sequence[int] = (), folds: int = DEFAULT_FOLDS, seed: int = 0,
                  n_boot: int = N_BOOT, n_perm: int = N_PERM, hash_distance: int = DUPLICATE_DISTANCE, device: str = "cpu",
                  batch: int = DEFAULT_BATCH, progress: Callable[[int], None] | None = None,
-                 on_start: Callable[[int], None] | None = None) -> dict:
+                 on_start: Callable[[int], None] | None = None, preprocess: PreprocessConfig | None = None) -> dict:
     """Audit a data folder (any layout train.data.index_folder reads). Returns the report dict.
 
     probe_sizes: linear-probe input sides (() for none); folds, seed: group cross-validation (seed also
     splits a folder without splits, as mgfen-train does); n_boot: bootstrap replicates; n_perm: label
     permutations testing each shortcut family (0: fall back to the interval's lower bound); hash_distance:
-    pHash Hamming distance for near-duplicates; on_start(n_images) and progress(n_done) report progress.
+    pHash Hamming distance for near-duplicates; on_start(n_images) and progress(n_done) report progress;
+    preprocess: the frame the photos' pixel size is checked against (train.audit_resolution), None to skip.
     Raises DataError for folders that are missing, empty, single-class, unreadable or not two-class."""
     t0 = time.perf_counter()
     root = Path(root)
@@ -148,6 +151,8 @@ def audit_folder(root: str | Path, probe_sizes: Sequence[int] = (), folds: int =
         "duplicates": _duplicates(index, feats.hashes, hash_distance),
         "baselines": rows,
         "permutation_p": pvalues,
+        "resolution": None if preprocess is None else resolution_report(
+            [(m.width, m.height) for m in feats.meta], preprocess.frame_size, preprocess.global_size, preprocess.crop_size),
         "telling_columns": {"metadata": column_aucs(*meta_matrix(feats.meta), labels)[:3],
                             "colour": column_aucs(feats.colour, COLOUR_COLUMNS, labels)[:3]},
         "images": [{"path": s.path, "split": s.split, "label": index.classes[s.label], "group": s.group,
@@ -169,8 +174,13 @@ def _fmt(row: dict) -> str:
 
 def _telling(report: dict, family: str) -> str:
     names = report["classes"]
-    parts = [f"{t['column']} {names[0]} {t['medians'][0]:.3g} vs {names[1]} {t['medians'][1]:.3g}"
-             for t in report["telling_columns"][family] if abs(t["auc"] - 0.5) >= TELLING_GAP]
+    parts = []
+    for t in report["telling_columns"][family]:
+        if abs(t["auc"] - 0.5) < TELLING_GAP:
+            continue
+        m0, m1 = (f"{m:.3g}" for m in t["medians"])
+        parts.append(f"{t['column']} {names[0]} {m0} vs {names[1]} {m1}" if m0 != m1
+                     else f"{t['column']} AUC {t['auc']:.2f} (equal medians {m0})")
     return "; ".join(parts)
 
 
@@ -232,6 +242,8 @@ def verdict(report: dict) -> list[dict]:
     if best is not None:
         out.append({"level": "BAR", "text": f"a trained model must beat AUC {best['roc_auc']:.3f} "
                     f"({best['description']}; {_fmt(best)}) on these images to show it learned more than this"})
+    if report.get("resolution"):
+        out += resolution_verdict(report["resolution"])
     if grp["n"] < FEW_GROUPS:
         out.append({"level": "NOTE", "text": f"only {grp['n']} group(s) (items): every interval here is wide; "
                     "more items narrow them, more shots of the same item do not"})

@@ -30,10 +30,13 @@ from train.resample import DEFAULT_FOLDS, N_BOOT, N_PERM
 @click.option("--permutations", "n_perm", type=click.IntRange(0, 100_000), default=N_PERM, show_default=True, help="Label permutations testing whether each shortcut beats chance (0: skip).")
 @click.option("--hash-distance", type=click.IntRange(0, HASH_BITS), default=DUPLICATE_DISTANCE, show_default=True, help=f"pHash Hamming distance (of {HASH_BITS} bits) counted as a near-duplicate.")
 @click.option("--device", default="cpu", show_default=True, help="Device of the probe backbone (cpu, cuda).")
+@click.option("--preset", type=click.Choice(["edge", "paper"]), default="edge", show_default=True,
+              help="Preset whose frame, global view and crop sizes the photos' pixel size is checked against.")
 @click.option("--batch", type=click.IntRange(1, 1024), default=DEFAULT_BATCH, show_default=True, help="Images read and probed per batch.")
 @click.pass_context
 def audit_cmd(ctx: click.Context, root: Path, out: Path | None, as_json: bool, probe_sizes: str | None,
-              folds: int, seed: int, n_boot: int, n_perm: int, hash_distance: int, device: str, batch: int) -> None:
+              folds: int, seed: int, n_boot: int, n_perm: int, hash_distance: int, device: str, preset: str,
+              batch: int) -> None:
     """Audit a data folder: counts, groups, per-class file metadata, near-duplicates, shortcut baselines
     and a linear probe (group cross-validation, 95% intervals), and a verdict.
 
@@ -49,6 +52,7 @@ def audit_cmd(ctx: click.Context, root: Path, out: Path | None, as_json: bool, p
     from train.audit import audit_folder
     from train.audit_report import format_text, write_audit
     from train.evaluate import resolve_device
+    from train.model import PRESETS
     from train.probe import DEFAULT_PROBE_SIZES, parse_probe_sizes
 
     bar = tqdm(desc="audit", unit="image", file=sys.stderr, disable=None, leave=False)
@@ -62,7 +66,7 @@ def audit_cmd(ctx: click.Context, root: Path, out: Path | None, as_json: bool, p
 
         report = audit_folder(root, probe_sizes=sizes, folds=folds, seed=seed, n_boot=n_boot, n_perm=n_perm,
                               hash_distance=hash_distance, device=device, batch=batch, progress=bar.update,
-                              on_start=start)
+                              on_start=start, preprocess=PRESETS[preset].preprocess)
         bar.close()
         written = write_audit(report, out) if out is not None else []
     except (MgfenError, OSError) as exc:

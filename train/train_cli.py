@@ -47,7 +47,10 @@ Examples:
 @click.option("--global-weight", type=float, default=None, help="Weight of the global logits in the vote.")
 @click.option("--lambda", "part_weight", type=float, default=DEFAULTS["part_weight"], show_default=True, help="Weight of the parts loss.")
 @click.option("--no-augment", is_flag=True, help="Disable flips/rotations/colour jitter.")
-@click.option("--frame-size", type=int, default=None, help="Override the preset's frame side F (px).")
+@click.option("--frame-size", type=int, default=None, help="Frame side F (px); default: the preset's, fitted to smaller photos (--fit-frame).")
+@click.option("--fit-frame/--preset-frame", default=DEFAULTS["fit_frame"], show_default=True,
+              help="Without --frame-size: shrink the preset's frame to the train photos' median square side when it "
+                   "is smaller, so part crops are the photo's own pixels, never magnified (train/frame_fit.py).")
 @click.option("--global-size", type=int, default=None, help="Override the global view side S (multiple of 32).")
 @click.option("--crop-size", type=int, default=None, help="Override the crop side R (multiple of 32).")
 @click.option("--k", "k", type=int, default=None, help="Number of part boxes (preset: 4).")
@@ -64,7 +67,7 @@ Examples:
 @click.option("--target-precision", type=float, default=DEFAULTS["target_precision"], show_default=True, help="Val precision of counterfeit calls that fits counterfeit_at; between the two: uncertain.")
 @bg_train_options(bg_replace=DEFAULTS["bg_replace"], blend=DEFAULTS["blend"], fg_prior=DEFAULTS["fg_prior"])
 def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, seed, resume, no_fpn, no_parts,
-         part_backbone, global_weight, part_weight, no_augment, frame_size, global_size, crop_size, k, backbone_lr_scale,
+         part_backbone, global_weight, part_weight, no_augment, frame_size, fit_frame, global_size, crop_size, k, backbone_lr_scale,
          head_epochs, freeze_bn, select, stability, threads, workers, as_json, debug,
          target_recall, target_precision, bg_replace, backgrounds, blend, fg_prior) -> None:
     """Train MGFEN (global branch + FPN heatmap + full-resolution part crops) and test the best epoch."""
@@ -74,7 +77,7 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
         cfg = TrainConfig(data=data, out=out, preset=preset, backbone=backbone, pretrained=pretrained, epochs=epochs,
                           batch=batch, lr=lr, device=device, seed=seed, resume=resume, fpn=not no_fpn,
                           use_parts=not no_parts, part_backbone=part_backbone, global_weight=global_weight,
-                          part_weight=part_weight, augment=not no_augment, frame_size=frame_size,
+                          part_weight=part_weight, augment=not no_augment, frame_size=frame_size, fit_frame=fit_frame,
                           global_size=global_size, crop_size=crop_size, k=k, backbone_lr_scale=backbone_lr_scale,
                           head_epochs=head_epochs, freeze_bn=freeze_bn, select=select, stability=stability, threads=threads,
                           workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend,
@@ -89,16 +92,25 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
     elif "summary" in summary:
         lines = [f"{key}: {100 * v['mean']:.2f} +- {100 * v['std']:.2f}" for key, v in summary["summary"].items()
                  if v["mean"] is not None] or [f"no test metrics -> {summary['out']}"]
-        lines[0] += _off_note(summary)  # said once, on the first line
+        lines[0] += _off_note(summary) + _frame_note(summary)  # said once, on the first line
         click.echo("\n".join(lines))
     elif summary.get("test"):
         t = summary["test"]
         click.echo(f"test accuracy {t['accuracy']:.4f}  f1 {t['f1']:.4f}  auc {t['roc_auc']}  "
                    f"(best epoch {summary['best_epoch']}, {summary['train_seconds']:.0f} s) -> {summary['out']}"
-                   f"{_off_note(summary)}")
+                   f"{_off_note(summary)}{_frame_note(summary)}")
         click.echo(_thresholds_line(summary["thresholds"], t.get("decisions")))
     else:
-        click.echo(f"trained (no test split) -> {summary['out']}{_off_note(summary)}")
+        click.echo(f"trained (no test split) -> {summary['out']}{_off_note(summary)}{_frame_note(summary)}")
+
+
+def _frame_note(summary: dict) -> str:
+    """' | frame fitted: ...' when the frame was shrunk to the photos (train.frame_fit)."""
+    fr = summary.get("frame") or {}
+    if not fr.get("fitted"):
+        return ""
+    return (f"  | frame fitted: {fr['size']} px (photos' median square {fr['median_square_side']:.0f} px; "
+            f"preset {fr['preset']}, --preset-frame keeps it)")
 
 
 def _off_note(summary: dict) -> str:

@@ -29,6 +29,7 @@ from train.data import AugmentConfig, DataIndex, FrameDataset, SampleTransform, 
 from train.errors import ConfigError, DataError
 from train.evaluate import predict, resolve_device
 from train.finetune import freeze_batchnorm, param_groups, set_backbone_trainable
+from train.frame_fit import fit_frame_size, median_square_side
 from train.loss import LossConfig, mgfen_loss
 from train.metrics import classification_report
 from train.model import PRESETS, ModelConfig, build_model, preset
@@ -71,6 +72,7 @@ class TrainConfig:
     vote_weight: float = 1.0
     augment: bool = True
     frame_size: int | None = None
+    fit_frame: bool = True  # with no frame_size: shrink the preset's frame to photos smaller than it (train.frame_fit)
     global_size: int | None = None
     crop_size: int | None = None
     k: int | None = None
@@ -225,12 +227,12 @@ def _stability(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.devi
         resplit = DataIndex(index.root, index.classes, tuple(sorted(split_samples(index.samples, seed), key=lambda s: s.path)))
         summary = _train_once(dataclasses.replace(cfg, seed=seed, stability=0), resplit, out / f"split{i}", device, transform)
         runs.append({"split": i, "seed": seed, **{k: summary["test"].get(k) for k in keys}})
-        background = summary["background"]
+        background, frame = summary["background"], summary["frame"]
     table = {}
     for k in keys:
         values = [r[k] for r in runs if r[k] is not None]
         table[k] = {"mean": float(np.mean(values)) if values else None, "std": float(np.std(values)) if values else None}
-    result = {"splits": runs, "summary": table, "out": str(out), "background": background}
+    result = {"splits": runs, "summary": table, "out": str(out), "background": background, "frame": frame}
     if rank == 0:
         _write_json(out / "stability.json", result)
         lines = ["| split | seed | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
@@ -249,6 +251,7 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
     train_s, val_s, test_s = index.split("train"), index.split("val"), index.split("test")
     if len({s.label for s in train_s}) < 2:
         raise DataError(f"{index.root}: the training split needs images of at least two classes")
+    cfg, frame_info = _fit_frame(cfg, index, train_s)
     model_cfg = cfg.model_config(len(index.classes))
     pre = model_cfg.preprocess
     out.mkdir(parents=True, exist_ok=True)
@@ -361,7 +364,7 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
     train_seconds = time.perf_counter() - t_start
 
     summary = {"out": str(out), "epochs": cfg.epochs, "train_seconds": train_seconds, "classes": list(index.classes),
-               "data_hash": dhash, "best_epoch": None, "test": {}, "background": background}
+               "data_hash": dhash, "best_epoch": None, "test": {}, "background": background, "frame": frame_info}
     if main:
         best_state = torch.load(best_path, map_location="cpu", weights_only=False)
         model.load_state_dict(best_state["state_dict"])
@@ -386,6 +389,18 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
         tmp.replace(best_path)
         _write_json(out / "report.json", summary)
     return summary
+
+
+def _fit_frame(cfg: TrainConfig, index: DataIndex, train_s: list) -> tuple[TrainConfig, dict]:
+    """(cfg with frame_size set to the fitted frame, report.json's "frame" record). The frame is fitted to
+    the train split's median square side (train.frame_fit) unless --frame-size was given or fit_frame is off."""
+    pre = cfg.model_config(len(index.classes)).preprocess
+    if cfg.frame_size is not None or not cfg.fit_frame:
+        return cfg, {"size": pre.frame_size, "preset": PRESETS[cfg.preset].preprocess.frame_size, "fitted": False}
+    side = median_square_side(index.root, train_s)
+    size = fit_frame_size(side, pre.frame_size, pre.global_size, pre.crop_size)
+    record = {"size": size, "preset": pre.frame_size, "median_square_side": side, "fitted": size != pre.frame_size}
+    return (dataclasses.replace(cfg, frame_size=size) if record["fitted"] else cfg), record
 
 
 def _positive_index(classes) -> int:
