@@ -16,6 +16,8 @@ minus each other model (bootstrap over groups, same replicates for both); across
     python benchmarks/realdata.py --data DIR --out /tmp/rd --splits 1 --epochs 1 --frame-size 256 \
         --global-size 64 --crop-size 64 --probe-sizes 64             # a smoke run
 
+--grey also runs each dataset converted to grey (NAME_grey, held out with its original): what MGFEN and the
+baselines find once the colour cue (ink, white balance) is gone.
 --per-group N (or N1,N2,... per --data) keeps N images per group (seeded; all when 0): the CPU cost of training grows with the
 image count, and images of one group (one writer, one item) are the least independent ones. Trained runs
 and scores are kept in OUT/<dataset>/split<s>/ and reused by a second run (delete them to redo); the
@@ -48,6 +50,7 @@ from train.probe import DEFAULT_PROBE_SIZES, parse_probe_sizes  # noqa: E402
 from train.resample import paired_difference, score_with_interval  # noqa: E402
 
 MODELS = {"mgfen": {}, "no-parts": {"use_parts": False}}
+GREY = "_grey"  # suffix of a dataset's grey copy (--grey); held out when its colour original is
 RESOLVE_AUC = 0.03  # the AUC difference the power table asks about (about the gaps seen between models)
 Z_ALPHA, Z_POWER = 1.959964, 0.841621  # two-sided 5% test, 80% power (normal quantiles)
 
@@ -125,6 +128,29 @@ def subsample(src: Path, dst: Path, per_group: int, seed: int) -> Path:
         writer = csv.DictWriter(fh, fieldnames=["path", "split", "label", "group", "background"])
         writer.writeheader()
         writer.writerows(rows)
+    tmp.replace(dst)
+    return dst
+
+
+def grey_copy(src: Path, dst: Path) -> Path:
+    """A copy of data folder `src` whose images are grey (BGR -> grey -> 3 equal channels, same path and
+    format) with the same manifest.csv: the colour cue removed, the labels, groups and splits unchanged.
+    Reused when it already exists."""
+    import cv2
+
+    if (dst / "manifest.csv").is_file():
+        return dst
+    index = index_folder(src, seed=0)
+    tmp = dst.with_name(dst.name + ".tmp")
+    for s in index.samples:
+        img = cv2.imread(str(src / s.path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise SystemExit(f"{src / s.path}: unreadable")
+        (tmp / s.path).parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(tmp / s.path), cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)):
+            raise SystemExit(f"{tmp / s.path}: cannot write")
+    if (src / "manifest.csv").is_file():
+        (tmp / "manifest.csv").write_bytes((src / "manifest.csv").read_bytes())
     tmp.replace(dst)
     return dst
 
@@ -228,6 +254,10 @@ def _diff(d: dict) -> str:
     return "{:+.3f}".format(d["roc_auc"]) + (" [{:+.3f}, {:+.3f}]".format(*d["roc_auc_ci"]) if d["roc_auc_ci"] else "")
 
 
+def _held_out(dataset: str, held_out: str | None) -> bool:
+    return held_out is not None and dataset in (held_out, held_out + GREY)
+
+
 def _short(name: str) -> str:
     return (name.replace("frozen ImageNet linear probe", "linear probe").replace(", logistic regression", "")
             .replace("global colour statistics", "colour statistics").replace("image metadata", "metadata")
@@ -254,7 +284,7 @@ def summary_table(results: list[dict], held_out: str | None) -> list[str]:
         others = [n for n in s if n != "mgfen"]
         best = max(others, key=lambda n: s[n]["roc_auc_mean"] or 0.0)
         above = sum(1 for sp in r["splits"] if (sp["models"][best]["mgfen_minus_this"]["roc_auc_ci"] or [0, 0])[0] > 0)
-        name = r["dataset"] + (" (held out)" if r["dataset"] == held_out else "")
+        name = r["dataset"] + (" (held out)" if _held_out(r["dataset"], held_out) else "")
         lines.append(f"| {name} | {cell('mgfen')} | {cell('no-parts')} | "
                      + " | ".join(cell(n) for n in s if "probe" in n)
                      + f" | {_short(best_sc)}: {cell(best_sc)} | {above} of {len(r['splits'])} splits vs {_short(best)} |")
@@ -288,7 +318,7 @@ def markdown(results: list[dict], held_out: str | None, header: str) -> str:
              f"splits needed to tell a difference of {RESOLVE_AUC} from 0 at that spread (two-sided 5%, 80% power):", "",
              *power_table(results), ""]
     for r in results:
-        tag = " (held out of every tuning decision)" if r["dataset"] == held_out else ""
+        tag = " (held out of every tuning decision)" if _held_out(r["dataset"], held_out) else ""
         lines += [f"### {r['dataset']}{tag}", "",
                   f"{r['images']} images, {r['groups']} groups, {len(r['splits'])} seeded group splits "
                   f"(test images per split: {', '.join(str(s['test']) for s in r['splits'])}).", "",
@@ -321,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frame-size", type=int, default=None)
     ap.add_argument("--global-size", type=int, default=None)
     ap.add_argument("--crop-size", type=int, default=None)
+    ap.add_argument("--grey", action="store_true",
+                    help="also run every dataset converted to grey (NAME_grey): what is left without the colour cue")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a TrainConfig field for both trained models, e.g. head_epochs=2 (repeatable)")
     args = ap.parse_args(argv)
@@ -340,13 +372,16 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     results = []
     for data, keep in zip(args.data, per_group):
-        work = args.out / data.name
         sub = subsample(data, args.cache / f"{data.name}_per_group{keep}", keep, seed=0)
-        results.append(run_dataset(sub, work, args.splits, probe_sizes, overrides, args.threads, args.cache,
-                                   lambda m: print(m, flush=True)))
-        results[-1]["dataset"] = data.name
-        (args.out / "realdata.json").write_text(json.dumps({"header": header, "held_out": args.held_out,
-                                                            "results": results}, indent=1))
+        runs = [(data.name, sub)]
+        if args.grey:
+            runs.append((data.name + GREY, grey_copy(sub, args.cache / f"{sub.name}{GREY}")))
+        for name, folder in runs:
+            results.append(run_dataset(folder, args.out / name, args.splits, probe_sizes, overrides, args.threads,
+                                       args.cache, lambda m: print(m, flush=True)))
+            results[-1]["dataset"] = name
+            (args.out / "realdata.json").write_text(json.dumps({"header": header, "held_out": args.held_out,
+                                                                "results": results}, indent=1))
     md = markdown(results, args.held_out, header)
     (args.out / "realdata.md").write_text(md)
     print(md)

@@ -88,3 +88,24 @@ def test_power_table_reads_the_paired_differences():
     rows = realdata.power_table(results)[2:]
     assert rows[0] == "| x | no-parts | -0.100, +0.000, +0.100 | +0.000 +- 0.100 | 88 |"
     assert rows[1].startswith("| x | linear probe at 384 px | +0.000, +0.000, +0.000 | +0.000 +- 0.000 | 2 |")
+
+
+def test_grey_copy_keeps_paths_labels_and_groups(tmp_path):
+    import cv2
+    import numpy as np
+
+    data = make_data(tmp_path / "d", per=2, split=False)
+    with (data / "manifest.csv").open("w") as fh:  # a manifest with groups, as the real datasets have
+        fh.write("path,label,group\n" + "".join(f"{p.relative_to(data).as_posix()},{p.parent.name},g{i}\n"
+                                                for i, p in enumerate(sorted(data.glob("*/*.png")))))
+    grey = realdata.grey_copy(data, tmp_path / "d_grey")
+    assert (grey / "manifest.csv").read_bytes() == (data / "manifest.csv").read_bytes()
+    originals = sorted(p.relative_to(data) for p in data.glob("*/*.png"))
+    assert sorted(p.relative_to(grey) for p in grey.glob("*/*.png")) == originals
+    for rel in originals:
+        colour, g = cv2.imread(str(data / rel)), cv2.imread(str(grey / rel))
+        assert g.shape == colour.shape and (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all()
+        assert np.array_equal(g[..., 0], cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY))
+    assert colour.std(axis=2).max() > 0  # the originals did carry colour
+    (grey / "marker").write_text("kept")
+    assert realdata.grey_copy(data, tmp_path / "d_grey") == grey and (grey / "marker").is_file()  # reused
