@@ -29,9 +29,27 @@ from edge_runtime.manifest import Bundle, Manifest
 BACKENDS = ("auto", "ort", "trt")
 PRECISIONS = ("int8", "fp16", "fp32")
 CPU_EP, CUDA_EP, TRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
-ORT_HINT = "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA/TensorRT; on Jetson the Jetson Zoo wheel)"
+ORT_HINT = ("pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA/TensorRT; on a Jetson NVIDIA's aarch64 wheel, "
+            "not PyPI's, in place of onnxruntime: docs/jetson.md)")
 TRT_HINT = ("JetPack's TensorRT Python package (sudo apt install python3-libnvinfer) or `pip install "
             "tensorrt` on x86")
+
+
+# TensorRT DataType member name -> numpy dtype. Not trt.nptype: TensorRT 8.5.0-8.5.2 (JetPack 5) builds its
+# table with np.bool, which numpy 1.24 (the newest numpy for Python 3.8) removed: AttributeError on every call.
+TRT_NUMPY = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+             "BOOL": np.bool_, "UINT8": np.uint8}
+
+
+def trt_dtype(trt: Any, dtype: Any) -> np.dtype:
+    """numpy dtype of a tensorrt.DataType member, found by comparing with trt.DataType's members (BF16,
+    FP8, INT4 have no numpy type: BackendError)."""
+    for name, np_type in TRT_NUMPY.items():
+        member = getattr(trt.DataType, name, None)
+        if member is not None and dtype == member:
+            return np.dtype(np_type)
+    raise BackendError(f"TensorRT tensor type {getattr(dtype, 'name', dtype)} has no numpy equivalent; "
+                       "bundles use FLOAT inputs and outputs (re-export)")
 
 
 class Backend:
@@ -86,6 +104,33 @@ def ort_providers() -> list[str]:
         return list(import_onnxruntime().get_available_providers())
     except BackendError:
         return []
+
+
+def ort_install_note(providers: list[str]) -> str:
+    """"" or one line on an onnxruntime install that cannot be what the user wants: onnxruntime and
+    onnxruntime-gpu both installed (they write the same onnxruntime/ folder: whichever came last won), or
+    on a Jetson (its device tree says so) an onnxruntime with neither the CUDA nor the TensorRT provider
+    (PyPI's CPU wheel, which `pip install -e .` brings)."""
+    from importlib import metadata
+
+    from edge_runtime import device_info
+
+    dists = set()
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(dist)
+            dists.add(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    if len(dists) == 2:
+        return ("onnxruntime and onnxruntime-gpu are both installed and share one folder: pip uninstall -y "
+                "onnxruntime onnxruntime-gpu, then install one (docs/jetson.md)")
+    model, ids = device_info.jetson_board()
+    on_jetson = "Jetson" in model or "nvidia," in ids  # a Raspberry Pi has a device tree too
+    if on_jetson and TRT_EP not in providers and CUDA_EP not in providers:
+        return ("this onnxruntime has no CUDA or TensorRT provider (the CPU wheel): on a Jetson replace it with "
+                "NVIDIA's onnxruntime-gpu wheel (docs/jetson.md)")
+    return ""
 
 
 class OrtBackend(Backend):
@@ -252,7 +297,7 @@ class TrtBackend(Backend):
             shape = tuple(int(dims[j]) for j in range(len(dims)))
             if any(d < 0 for d in shape):
                 raise BackendError(f"{path.name}: tensor {tname!r} has a dynamic shape {shape}")
-            specs[tname] = (shape, np.dtype(trt.nptype(engine.get_tensor_dtype(tname))))
+            specs[tname] = (shape, trt_dtype(trt, engine.get_tensor_dtype(tname)))
             mode = engine.get_tensor_mode(tname)
             if mode == trt.TensorIOMode.INPUT:
                 inputs.append(tname)
@@ -363,8 +408,8 @@ def ort_provider_list(target: str, precision: str, cache_dir: Path | None) -> li
         return [CPU_EP]
     if target == "cuda":
         return [CUDA_EP, CPU_EP]
-    trt_opts: dict[str, object] = {"trt_fp16_enable": precision in ("fp16", "int8"),
-                                   "trt_int8_enable": precision == "int8"}
+    # int8 runs the QDQ file as export scored it: no FP16 for the layers Q/DQ leaves float (as build_recipe)
+    trt_opts: dict[str, object] = {"trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8"}
     if cache_dir is not None:
         trt_opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
     return [(TRT_EP, trt_opts), CUDA_EP, CPU_EP]
@@ -440,5 +485,6 @@ def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: s
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     be = OrtBackend(bundle.path(name), ort_provider_list(target, prec, cache), threads=threads)
-    be.why = f"{backend}: onnxruntime {be.providers[0]}, {prec} ({name}){not_native}"
+    note = ort_install_note(available)
+    be.why = f"{backend}: onnxruntime {be.providers[0]}, {prec} ({name}){not_native}{'; ' + note if note else ''}"
     return be

@@ -57,6 +57,28 @@ def trt_major(trt_version: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
+# Newest ONNX opset each TensorRT major's ONNX parser imports (onnx-tensorrt docs/operators.md of that
+# release: 7.2 -> 13, 8.5/8.6 -> 17, 10.x -> 20; TensorRT 11's opset guide -> 25). Past it the importer may
+# misread a node: from opset 18 ReduceMean/ReduceMax/... take `axes` as an input, which 8.x ignores, so the
+# reduction runs over every axis. A major not listed (newer) is not limited here.
+MAX_OPSET = {7: 13, 8: 17, 10: 20, 11: 25}
+
+
+def max_opset(trt_version: str) -> Optional[int]:
+    """Newest ONNX opset TensorRT `trt_version` parses (MAX_OPSET), None when not known to be limited."""
+    return MAX_OPSET.get(trt_major(trt_version))
+
+
+def check_opset(onnx_name: str, opset: int, trt_version: str) -> None:
+    """BackendError (one line) when `opset` (the file's default-domain opset) is newer than TensorRT
+    `trt_version` parses."""
+    limit = max_opset(trt_version)
+    if limit is not None and opset > limit:
+        why = "; from opset 18 ReduceMean takes its axes as an input, which it ignores" if limit == 17 else ""
+        raise BackendError(f"{onnx_name}: ONNX opset {opset} is newer than TensorRT {trt_version} parses (<= "
+                           f"{limit}{why}); re-export the bundle with --opset {limit}")
+
+
 @dataclass(frozen=True)
 class BuildRecipe:
     """How export.engine.build_plan builds one plan (flag names as in tensorrt's enums).

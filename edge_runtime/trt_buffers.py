@@ -29,8 +29,9 @@ from edge_runtime.errors import BackendError
 
 INSTALL_HINT = ("install the CUDA binding that matches JetPack's driver: `pip install -e '.[jetson5]'` "
                 "(cuda-python 11.8.0-11.8.2) on JetPack 5, `pip install -e '.[jetson6]'` (cuda-python 12.x) on "
-                "JetPack 6 -- cuda-python 13 needs a 580+ driver -- or pycuda built on the device (`pip install "
-                "pycuda`)")
+                "JetPack 6 -- cuda-python 13 needs a 580+ driver -- or pycuda built on the device, which finds "
+                "CUDA through nvcc, not on JetPack's PATH: `PATH=/usr/local/cuda/bin:$PATH pip install pycuda` "
+                "(docs/jetson.md)")
 BINDINGS = ("cuda-python", "pycuda")
 Spec = Tuple[Tuple[int, ...], Any]  # (shape, numpy dtype)
 
@@ -287,6 +288,18 @@ def load_cuda(prefer: str | None = None) -> CudaApi:
         return api
     raise BackendError(f"native TensorRT needs a CUDA binding that works here ({'; '.join(problems)}); "
                        f"{INSTALL_HINT}")
+
+
+def describe_cuda(prefer: str | None = None) -> str:
+    """One line for a ticket: the binding load_cuda picks, its (GPU name, compute capability) and why
+    earlier bindings were skipped, e.g. "cuda-python ('Orin', (8, 7)) []". The binding is closed before
+    returning, also on an error: pycuda aborts the interpreter at exit (exit 134, "context stack was not
+    empty") when its pushed context is still current."""
+    cuda = load_cuda(prefer)
+    try:
+        return f"{cuda.name} {cuda.device()} {cuda.skipped}"
+    finally:
+        cuda.close()
 
 
 @dataclass

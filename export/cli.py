@@ -29,7 +29,8 @@ Examples:
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder to write (created if needed).")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (13..20).")
+@click.option("--opset", type=int, default=17, show_default=True,
+              help="ONNX opset (13..20; TensorRT 8.x, JetPack 5 and 6.0, parses <= 17).")
 @click.option("--int8", "int8", is_flag=True, help="Also write INT8 QDQ files (TensorRT and CPU flavours).")
 @click.option("--calib", type=click.Path(path_type=Path), help="Folder of real calibration images "
               "(a dataset root uses its train/ split).")
@@ -64,7 +65,10 @@ def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | N
         if source.is_dir() and (source / "manifest.json").is_file():
             if not engine:
                 raise click.UsageError(f"{source} is a bundle; pass a checkpoint, or --engine to build engines")
-            bundle = out or source
+            if out is not None and out.resolve() != source.resolve():  # engines are built into SOURCE/engines
+                raise click.UsageError(f"--out is for exporting a checkpoint; `{source} --engine` builds into "
+                                       f"{source}/{names.ENGINE_DIR} (drop --out {out})")
+            bundle = source
             if sign_key is not None:
                 raise click.UsageError("--sign signs a bundle written from a checkpoint; engines are not "
                                        "covered by the signature")

@@ -36,8 +36,8 @@ import numpy as np
 
 from edge_runtime import names, trt_buffers
 from edge_runtime.backends import TrtBackend, check_tensorrt, probe_device, tensorrt_required
-from edge_runtime.engine_cache import (BuildRecipe, DeviceInfo, build_recipe, cache_key, lookup, onnx_for,
-                                       plan_name, read_index, stale_entries, write_index)
+from edge_runtime.engine_cache import (BuildRecipe, DeviceInfo, build_recipe, cache_key, check_opset, lookup,
+                                       onnx_for, plan_name, read_index, stale_entries, write_index)
 from edge_runtime.errors import BackendError
 from edge_runtime.manifest import Bundle, load_bundle, sha256_file
 from export.engine_check import check_line, verify_plan_for
@@ -62,12 +62,25 @@ class EngineResult:
     line: str
 
 
+def onnx_opset(onnx_path: Path) -> int:
+    """The default-domain (ai.onnx) opset an ONNX file imports; 0 when it names none or does not parse
+    (TensorRT's parser then says what is wrong with it)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception:  # onnx raises protobuf's DecodeError and others for a damaged file
+        return 0
+    return max((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
 def ensure_engine(bundle: Bundle, graph: str, precision: str, device: DeviceInfo, build: BuildFn,
                   verify: Optional[VerifyFn] = None, log: Callable[[str], None] = lambda m: None) -> EngineResult:
     """A valid plan for (graph, precision) on `device`, building (and verifying) it if needed.
 
     build/verify are injected so the cache logic is testable without TensorRT; on the device they are
-    build_plan and engine_check.verify_plan_for. A plan that fails verification, or whose verification
+    build_plan and engine_check.verify_plan_for. An ONNX opset newer than device.trt_version parses
+    (engine_cache.MAX_OPSET) is refused before anything is built or removed. A plan that fails verification, or whose verification
     raises, is removed and the error raised (BackendError with the verification line).
     """
     engine_dir = bundle.root / names.ENGINE_DIR
@@ -81,6 +94,7 @@ def ensure_engine(bundle: Bundle, graph: str, precision: str, device: DeviceInfo
         log(f"{graph} {precision}: cached engine {cached.name}")
         return EngineResult(graph, precision, cached, cached_entry, True,
                             check_line(graph, precision, device, cached_entry.get("verify"), cached=True))
+    check_opset(onnx_name, onnx_opset(onnx_path), device.trt_version)  # before anything is removed
     index = read_index(engine_dir)
     for old in stale_entries(index, onnx_name, key):
         (engine_dir / index[old].get("file", "_")).unlink(missing_ok=True)

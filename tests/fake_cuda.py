@@ -239,9 +239,27 @@ def cuda_python_modules(gpu: FakeGpu) -> dict:
 # ---------------------------------------------------------------------------------------------- pycuda
 
 
-def pycuda_modules(gpu: FakeGpu) -> dict:
-    """sys.modules entries for pycuda and pycuda.driver."""
+def pycuda_modules(gpu: FakeGpu, abort_at_exit: bool = False) -> dict:
+    """sys.modules entries for pycuda and pycuda.driver.
+
+    abort_at_exit: behave like real pycuda at interpreter exit (for subprocess tests only): when a pushed
+    context is still on the stack, print pycuda's "context stack was not empty" message and abort (exit
+    134 on Linux) -- what a one-liner that never pops its context does on a Jetson."""
     drv = types.ModuleType("pycuda.driver")
+    if abort_at_exit:
+        import atexit
+        import os
+        import sys
+
+        def cleanup() -> None:
+            if gpu.ctx_stack:
+                sys.stderr.write("PyCUDA ERROR: The context stack was not empty upon module cleanup.\n"
+                                 "Use Context.pop() to avoid this problem.\n")
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.abort()
+
+        atexit.register(cleanup)
 
     class Error(Exception):
         pass
