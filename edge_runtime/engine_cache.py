@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from edge_runtime import __version__ as TOOLKIT_VERSION
+from edge_runtime import names
 from edge_runtime.errors import BackendError, BundleError
 from edge_runtime.manifest import Bundle, sha256_file
 
@@ -27,7 +28,8 @@ PRECISIONS = ("int8", "fp16", "fp32")
 INDEX_FILE = "index.json"
 # Bump when build_recipe or export.engine.build_plan changes what a plan is built with: every cached plan
 # of an older recipe then gets another key and is rebuilt. 2: TF32 cleared; no FP16 in TensorRT 8.x int8.
-RECIPE_VERSION = 2
+# 3: fp16 keeps the heatmap and the box-picking tail FP32 (layer precisions, obeyed).
+RECIPE_VERSION = 3
 WORKSPACE_BYTES = 1 << 30
 
 
@@ -85,7 +87,9 @@ class BuildRecipe:
 
     network_flags: NetworkDefinitionCreationFlag names; builder_flags: BuilderFlag names set;
     cleared_flags: BuilderFlag names cleared (TF32 is on by default in TensorRT and Orin runs it: cleared,
-    so FP32 layers compute in FP32 at every precision); workspace: bytes of the WORKSPACE pool.
+    so FP32 layers compute in FP32 at every precision); workspace: bytes of the WORKSPACE pool;
+    fp32_tail: output tensor names whose producing layer and every layer downstream of it are pinned to
+    FP32 (layer precision and output types, with OBEY_PRECISION_CONSTRAINTS among the builder flags).
     """
 
     precision: str
@@ -93,6 +97,7 @@ class BuildRecipe:
     builder_flags: Tuple[str, ...]
     cleared_flags: Tuple[str, ...]
     workspace: int
+    fp32_tail: Tuple[str, ...] = ()
     version: int = RECIPE_VERSION
     toolkit: str = TOOLKIT_VERSION
 
@@ -112,7 +117,9 @@ def build_recipe(precision: str, trt_version: str, workspace: int = WORKSPACE_BY
         TensorRT run the layers that quantisation keeps FP32 on purpose (the stem, the heatmap and the
         box-picking tail after it) in FP16, and move boxes. This matches TensorRT 10's strongly typed
         build and the Q/DQ simulation export scores the file with.
-    fp16: the FP32 graph with the FP16 flag (TensorRT 11 removed it: build_plan refuses then).
+    fp16: the FP32 graph with the FP16 flag (TensorRT 11 removed it: build_plan refuses then), the heatmap
+      and the box-picking tail after it pinned to FP32 -- as the int8 files keep them: FP16's step near 1.0
+      (~5e-4) ties neighbouring window means, moving a box by a cell where the check wants boxes equal.
     fp32: the FP32 graph, no precision flag. Every precision clears TF32.
     """
     if precision not in PRECISIONS:
@@ -125,9 +132,10 @@ def build_recipe(precision: str, trt_version: str, workspace: int = WORKSPACE_BY
             network = ("STRONGLY_TYPED",)
         else:
             builder = ("INT8",)
-    elif precision == "fp16":
-        builder = ("FP16",)
-    return BuildRecipe(precision, network, builder, ("TF32",), int(workspace))
+    tail: Tuple[str, ...] = ()
+    if precision == "fp16":
+        builder, tail = ("FP16", "OBEY_PRECISION_CONSTRAINTS"), (names.HEATMAP,)
+    return BuildRecipe(precision, network, builder, ("TF32",), int(workspace), tail)
 
 
 @dataclass(frozen=True)

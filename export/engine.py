@@ -30,7 +30,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -136,9 +136,33 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def pin_fp32_tail(trt: Any, network: Any, outputs: Tuple[str, ...]) -> List[str]:
+    """Pin to FP32 the layers producing `outputs` and every layer downstream of them (network layers are in
+    the ONNX file's topological order): layer precision and the type of each float output. Layers with a
+    non-float output (ArgMax indices, shapes) are left alone: their types are not FP32 to pin. Returns
+    the pinned layer names. The builder obeys the pins only with OBEY_PRECISION_CONSTRAINTS (the recipe
+    sets it); whether TensorRT then keeps every pin is for the device to show (docs/jetson.md)."""
+    floats = (trt.DataType.FLOAT, trt.DataType.HALF)
+    tainted = set(outputs)
+    pinned: List[str] = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        ins = [layer.get_input(j) for j in range(layer.num_inputs)]
+        outs = [layer.get_output(k) for k in range(layer.num_outputs)]
+        if not any(t is not None and t.name in tainted for t in ins + outs):
+            continue
+        tainted.update(t.name for t in outs)
+        if all(t.dtype in floats for t in outs):
+            layer.precision = trt.DataType.FLOAT
+            for k in range(layer.num_outputs):
+                layer.set_output_type(k, trt.DataType.FLOAT)
+            pinned.append(layer.name)
+    return pinned
+
+
 def build_plan(onnx_path: Path, recipe: BuildRecipe) -> bytes:
     """Parse an ONNX file and build a serialised engine (plain plan bytes) with `recipe`'s network flags,
-    builder flags, cleared flags and workspace (engine_cache.build_recipe says which and why).
+    builder flags, cleared flags, workspace and FP32 tail (engine_cache.build_recipe says which and why).
 
     Raises BackendError (one line) when TensorRT is missing, lacks a flag the recipe needs (FP16 on
     TensorRT 11), cannot parse the file or returns no engine.
@@ -160,6 +184,8 @@ def build_plan(onnx_path: Path, recipe: BuildRecipe) -> bytes:
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(_one_line(str(parser.get_error(i))) for i in range(parser.num_errors))
         raise BackendError(f"{name}: TensorRT {version} cannot parse it: {errors or 'no reason given'}")
+    if recipe.fp32_tail:
+        pin_fp32_tail(trt, network, recipe.fp32_tail)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, recipe.workspace)
     for flag in recipe.builder_flags:

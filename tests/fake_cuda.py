@@ -71,6 +71,7 @@ class FakeGpu:
     runtime_context: bool = False  # cuda-python's runtime API made the primary context current
     pageable_copies: int = 0  # async copies from/to pageable host memory (synchronous on a real GPU)
     async_copies: int = 0
+    int8_bits: int = 8  # the fake TensorRT's int8 kernels (tests/fake_tensorrt.py); fewer: a planted error
 
     def failing(self, call: str) -> bool:
         n = self.calls[call] = self.calls.get(call, 0) + 1

@@ -10,11 +10,15 @@ ParserError objects, the binding-index API present in 8.5 and absent from 10, th
 absent from 11, TF32 on by default, strongly typed networks refusing precision flags, an 8.x network
 without EXPLICIT_BATCH refused by the ONNX parser, and engines that need a current CUDA context.
 
-Execution: the "plan" is a JSON header (version, GPU, flags) + the ONNX bytes; an execution context reads
-its inputs from tests/fake_cuda.py device memory at the addresses set, runs the ONNX with onnxruntime
-(graph optimisations off: Q/DQ simulated, as TensorRT computes a QDQ graph) and writes the outputs back.
-Reduced precision is emulated by rounding through float16: every tensor with the FP16 flag (no
-precision constraints modelled), the outputs of Conv/MatMul/Gemm with TF32 (same 10-bit mantissa).
+Execution: the "plan" is a JSON header (version, GPU, flags, FP32-pinned layers) + the ONNX bytes; an
+execution context reads its inputs from tests/fake_cuda.py device memory at the addresses set, runs the
+ONNX with onnxruntime (graph optimisations off) and writes the outputs back. Reduced precision is
+emulated: with the FP16 flag every float tensor is rounded through float16 except the outputs of layers
+pinned to FP32 (ILayer.precision / set_output_type, obeyed under OBEY_/PREFER_PRECISION_CONSTRAINTS);
+with TF32 the outputs of Conv/MatMul/Gemm (same 10-bit mantissa). An int8 build (INT8 flag, or strongly
+typed) runs every MatMul as an int8 kernel (_int8_kernels: per-tensor quantised inputs, exact integer
+accumulation, per-tensor requantised output) -- not the Q/DQ simulation export's engine check uses as
+its reference, so the check sees a real, small int8 error; `gpu.int8_bits = 3` plants a larger one.
 
     gpu = FakeGpu(); trt = make_tensorrt(gpu, "10.3.0")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -77,15 +81,20 @@ class Dims:
         return f"({', '.join(map(str, self._d))})"
 
 
-def _round_fp16(model: onnx.ModelProto, op_types=None) -> onnx.ModelProto:
-    """A copy of `model` whose float node outputs (of `op_types`, or all) pass through float16 and back."""
+def _layer_name(node) -> str:
+    return node.name or node.output[0]
+
+
+def _round_fp16(model: onnx.ModelProto, op_types=None, keep=()) -> onnx.ModelProto:
+    """A copy of `model` whose float node outputs (of `op_types`, or all) pass through float16 and back,
+    except the outputs of the nodes whose layer name is in `keep` (layers pinned to FP32, obeyed)."""
     model = onnx.shape_inference.infer_shapes(model)
     types_ = {v.name: v.type.tensor_type.elem_type for v in
               list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)}
     nodes = []
     for node in model.graph.node:
         nodes.append(node)
-        if op_types is not None and node.op_type not in op_types:
+        if (op_types is not None and node.op_type not in op_types) or _layer_name(node) in keep:
             continue
         for i, out in enumerate(node.output):
             if types_.get(out) != TensorProto.FLOAT:
@@ -96,6 +105,49 @@ def _round_fp16(model: onnx.ModelProto, op_types=None) -> onnx.ModelProto:
                       helper.make_node("Cast", [f"{out}__h"], [out], to=TensorProto.FLOAT)]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    return model
+
+
+def _int8_kernels(model: onnx.ModelProto, bits: int) -> onnx.ModelProto:
+    """A copy of `model` whose MatMul nodes compute as an int8 kernel does, not as the check's reference
+    (onnxruntime in FP32 on the dequantised values): each input quantised per tensor to `bits`-bit
+    symmetric integers (scale = max|x| / (2^(bits-1) - 1), round half to even), the integer product
+    accumulated exactly (integers in float32: exact while |sum| < 2^24, true for the fake bundles' K = 3),
+    rescaled, and the output requantised per tensor to the same number of bits. bits = 8 is TensorRT's
+    int8; fewer bits is a planted precision loss the engine check must catch."""
+    qmax = float(2 ** (bits - 1) - 1)
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    inits = [helper.make_tensor("__q_max", TensorProto.FLOAT, [], [qmax]),
+             helper.make_tensor("__q_tiny", TensorProto.FLOAT, [], [1e-12])]
+    nodes = []
+
+    def quantised(x: str, tag: str) -> tuple:
+        """Nodes giving (integers, scale) of tensor x, per-tensor symmetric."""
+        n = [helper.make_node("Abs", [x], [f"{tag}_abs"]),
+             helper.make_node("ReduceMax", [f"{tag}_abs"], [f"{tag}_max"], keepdims=0),
+             helper.make_node("Div", [f"{tag}_max", "__q_max"], [f"{tag}_s0"]),
+             helper.make_node("Max", [f"{tag}_s0", "__q_tiny"], [f"{tag}_s"]),
+             helper.make_node("Div", [x, f"{tag}_s"], [f"{tag}_x"]),
+             helper.make_node("Round", [f"{tag}_x"], [f"{tag}_q"])]
+        return n, f"{tag}_q", f"{tag}_s"
+
+    for i, node in enumerate(model.graph.node):
+        if node.op_type != "MatMul":
+            nodes.append(node)
+            continue
+        tag = f"__i8_{i}"
+        a_nodes, qa, sa = quantised(node.input[0], f"{tag}a")
+        b_nodes, qb, sb = quantised(node.input[1], f"{tag}b")
+        out = node.output[0]
+        nodes += a_nodes + b_nodes + [
+            helper.make_node("MatMul", [qa, qb], [f"{tag}_acc"]),  # the int32 accumulator
+            helper.make_node("Mul", [sa, sb], [f"{tag}_sab"]),
+            helper.make_node("Mul", [f"{tag}_acc", f"{tag}_sab"], [f"{tag}_y"])]
+        y_nodes, qy, sy = quantised(f"{tag}_y", f"{tag}y")  # requantised to the next layer's int8
+        nodes += y_nodes + [helper.make_node("Mul", [qy, sy], [out])]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(inits)
     return model
 
 
@@ -168,15 +220,57 @@ def make_tensorrt(gpu, version: str = "10.3.0") -> types.ModuleType:
         def __init__(self, name, shape, dtype=None) -> None:
             self.name, self.shape, self.dtype = name, Dims(shape), dtype or DataType.FLOAT
 
+    onnx_types = {TensorProto.FLOAT: DataType.FLOAT, TensorProto.FLOAT16: DataType.HALF,
+                  TensorProto.INT8: DataType.INT8, TensorProto.INT32: DataType.INT32,
+                  TensorProto.INT64: getattr(DataType, "INT64", DataType.INT32), TensorProto.BOOL: DataType.BOOL,
+                  TensorProto.UINT8: DataType.UINT8}
+
     class ILayer:
-        def __init__(self, node) -> None:
-            self.name = node.name or node.output[0]
+        """One parsed node: name, type, its input/output ITensors (None for an omitted optional input),
+        precision (setting it marks precision_is_set) and per-output types (set_output_type)."""
+
+        def __init__(self, node, tensors: dict) -> None:
+            self.name = _layer_name(node)
             self.type = {"Conv": LayerType.CONVOLUTION, "MatMul": LayerType.MATRIX_MULTIPLY,
                          "QuantizeLinear": LayerType.QUANTIZE, "DequantizeLinear": LayerType.DEQUANTIZE
                          }.get(node.op_type, LayerType.OTHER)
-            self.precision = DataType.FLOAT
+            self._precision = DataType.FLOAT
             self.precision_is_set = False
-            self.num_outputs = len(node.output)
+            self._inputs = [tensors.get(n) if n else None for n in node.input]
+            self._outputs = [tensors[n] for n in node.output]
+            self.output_types = {}
+
+        @property
+        def num_inputs(self) -> int:
+            return len(self._inputs)
+
+        @property
+        def num_outputs(self) -> int:
+            return len(self._outputs)
+
+        def get_input(self, index: int):
+            return self._inputs[index]
+
+        def get_output(self, index: int):
+            return self._outputs[index]
+
+        @property
+        def precision(self):
+            return self._precision
+
+        @precision.setter
+        def precision(self, dtype) -> None:
+            _need(dtype, DataType, "ILayer.precision")
+            self._precision, self.precision_is_set = dtype, True
+
+        def set_output_type(self, index: int, dtype) -> None:
+            _need(dtype, DataType, "set_output_type")
+            if not 0 <= index < len(self._outputs):
+                raise IndexError(index)
+            self.output_types[index] = dtype
+
+        def get_output_type(self, index: int):
+            return self.output_types.get(index, self._outputs[index].dtype)
 
     class INetworkDefinition:
         def __init__(self, flags: int) -> None:
@@ -254,7 +348,17 @@ def make_tensorrt(gpu, version: str = "10.3.0") -> types.ModuleType:
                 return False
             net = self.network
             net.model = proto
-            net.layers = [ILayer(n) for n in proto.graph.node]
+            typed = onnx.shape_inference.infer_shapes(proto)
+            tensors = {}
+            for v in list(typed.graph.value_info) + list(typed.graph.input) + list(typed.graph.output):
+                tensors[v.name] = ITensor(v.name, [d.dim_value for d in v.type.tensor_type.shape.dim],
+                                          onnx_types.get(v.type.tensor_type.elem_type, DataType.FLOAT))
+            for init in typed.graph.initializer:
+                tensors[init.name] = ITensor(init.name, list(init.dims), onnx_types.get(init.data_type, DataType.FLOAT))
+            for n in typed.graph.node:
+                for o in n.output:
+                    tensors.setdefault(o, ITensor(o, []))
+            net.layers = [ILayer(n, tensors) for n in proto.graph.node]
             inits = {i.name for i in proto.graph.initializer}
             net.inputs = [ITensor(v.name, [d.dim_value for d in v.type.tensor_type.shape.dim])
                           for v in proto.graph.input if v.name not in inits]
@@ -324,9 +428,13 @@ def make_tensorrt(gpu, version: str = "10.3.0") -> types.ModuleType:
             if gpu.failing("build"):
                 self.logger.log(Logger.ERROR, "Error Code 10: Could not find any implementation for node")
                 return None
+            obeyed = "OBEY_PRECISION_CONSTRAINTS" in set_flags or "PREFER_PRECISION_CONSTRAINTS" in set_flags
+            fp32 = sorted(layer.name for layer in network.layers if obeyed and layer.precision_is_set
+                          and layer.precision == DataType.FLOAT)
             trt.last_build = {"flags": set_flags, "strongly_typed": strongly,
-                              "workspace": config.pools[MemoryPoolType.WORKSPACE]}
-            header = {"trt": version, "gpu": gpu.name, "flags": set_flags, "strongly_typed": strongly}
+                              "workspace": config.pools[MemoryPoolType.WORKSPACE], "fp32_layers": fp32}
+            header = {"trt": version, "gpu": gpu.name, "flags": set_flags, "strongly_typed": strongly,
+                      "fp32_layers": fp32}
             return IHostMemory(MAGIC + json.dumps(header).encode() + b"\n" + network.model.SerializeToString())
 
     class IExecutionContext:
@@ -375,10 +483,12 @@ def make_tensorrt(gpu, version: str = "10.3.0") -> types.ModuleType:
             for v in proto.graph.output:
                 self.io[v.name] = ([d.dim_value for d in v.type.tensor_type.shape.dim], TensorIOMode.OUTPUT)
             flags = header["flags"]
+            if "INT8" in flags or header["strongly_typed"]:  # int8 kernels (only int8 builds set either)
+                proto = _int8_kernels(proto, gpu.int8_bits)
             if "FP16" in flags and not header["strongly_typed"]:
-                proto = _round_fp16(proto)
+                proto = _round_fp16(proto, keep=set(header.get("fp32_layers", ())))
             elif "TF32" in flags:
-                proto = _round_fp16(proto, ROUNDED_BY_TF32)
+                proto = _round_fp16(proto, ROUNDED_BY_TF32, keep=set(header.get("fp32_layers", ())))
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             opts.log_severity_level = 3

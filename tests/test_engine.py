@@ -99,8 +99,9 @@ def test_cache_key_is_pure_and_names_everything():
 @pytest.mark.parametrize("precision, version, network, builder", [
     ("fp32", "8.5.2", ("EXPLICIT_BATCH",), ()),
     ("fp32", "10.3.0", (), ()),
-    ("fp16", "8.5.2", ("EXPLICIT_BATCH",), ("FP16",)),
-    ("fp16", "10.3.0", (), ("FP16",)),
+    # fp16: the heatmap and box tail pinned FP32, and the pins obeyed
+    ("fp16", "8.5.2", ("EXPLICIT_BATCH",), ("FP16", "OBEY_PRECISION_CONSTRAINTS")),
+    ("fp16", "10.3.0", (), ("FP16", "OBEY_PRECISION_CONSTRAINTS")),
     # 8.x int8: INT8 alone -- FP16 would let the FP32 box-picking tail run in half precision
     ("int8", "8.5.2", ("EXPLICIT_BATCH",), ("INT8",)),
     ("int8", "10.3.0", ("STRONGLY_TYPED",), ()),
@@ -110,6 +111,7 @@ def test_build_recipe(precision, version, network, builder):
     recipe = build_recipe(precision, version)
     assert (recipe.network_flags, recipe.builder_flags) == (network, builder)
     assert recipe.cleared_flags == ("TF32",)  # TF32 is on by default and Orin runs it
+    assert recipe.fp32_tail == ((names.HEATMAP,) if precision == "fp16" else ())
 
 
 def test_jetson_board_reads_the_device_tree(tmp_path):
@@ -308,10 +310,11 @@ def test_build_run_verify_end_to_end(tmp_path, monkeypatch, gpu, version, precis
     assert "TF32" not in built["flags"]  # cleared at every precision
     if precision == "int8":
         if version.startswith("8."):
-            assert built == {"flags": ["INT8"], "strongly_typed": False, "workspace": 1 << 30}  # no FP16
+            assert built == {"flags": ["INT8"], "strongly_typed": False, "workspace": 1 << 30,
+                             "fp32_layers": []}  # no FP16
         else:
             assert built["strongly_typed"] and built["flags"] == []
-    assert built["flags"] == (["FP16"] if precision == "fp16" else built["flags"])
+    assert built["flags"] == (["FP16", "OBEY_PRECISION_CONSTRAINTS"] if precision == "fp16" else built["flags"])
     g, p = results["global"], results["parts"]
     assert g.entry["verify"]["passed"] and p.entry["verify"]["passed"]
     assert g.line.startswith(f"engine global {precision}: TensorRT {version}, Orin (sm 8.7), max |dp| ")

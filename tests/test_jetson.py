@@ -248,3 +248,70 @@ def test_engine_with_out_is_refused_and_builds_nothing(tmp_path):
     assert res.exit_code == 2, res.output
     assert "--out is for exporting a checkpoint" in res.output and f"drop --out {other}" in res.output
     assert not other.exists() and not (root / names.ENGINE_DIR).exists()
+
+
+# ------------------------------------------------------------------ 7. fp16: heatmap and box tail in FP32
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
+def test_fp16_engine_keeps_the_heatmap_tail_fp32(tmp_path, monkeypatch, gpu, version):
+    """The fp16 recipe pins the heatmap's layer and everything computed from it to FP32 (obeyed): in the
+    engine the box scores are the exact FP32 mean of the engine's own heatmap, and the heatmap is off the
+    float16 grid, while the logits (MatMul, not in the tail) are FP16-rounded."""
+    trt = make_tensorrt(gpu, version)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    plan = _plan(tmp_path, gpu, version, "global", "fp16")
+    assert "OBEY_PRECISION_CONSTRAINTS" in trt.last_build["flags"]
+    assert trt.last_build["fp32_layers"] == sorted([names.HEATMAP, "heat_mean", names.BOX_SCORES])
+    rng = np.random.default_rng(0)
+    with TrtBackend(plan, "cuda-python") as be:
+        x = rng.uniform(0.2, 0.9, be.input_shapes[names.GLOBAL_INPUT]).astype(np.float32)
+        out = be.infer({names.GLOBAL_INPUT: x})
+    heat, scores, logits = out[names.HEATMAP], out[names.BOX_SCORES], out[names.GLOBAL_LOGITS]
+    np.testing.assert_allclose(scores, np.full(scores.shape, heat.mean(dtype=np.float32)), rtol=0, atol=1e-7)
+    assert (heat.astype(np.float16).astype(np.float32) != heat).any(), "heatmap computed in FP16"
+    assert (logits.astype(np.float16).astype(np.float32) == logits).all(), "FP16 is not on elsewhere"
+
+
+# ------------------------------------------------ 12. the int8 check fails when it should, passes when not
+
+
+def _faint_samples(root: Path, strength: int = 8) -> Path:
+    """Calibration frames with a faint colour cast: probabilities well inside (0, 1), where int8 error
+    shows (a strong cast saturates the fake model's softmax and hides any error)."""
+    import dataclasses
+
+    import cv2
+
+    from edge_runtime.manifest import sha256_file
+    from fake_bundle import make_image
+
+    b = load_bundle(root)
+    (root / "calibration").mkdir(exist_ok=True)
+    size, samples = b.manifest.preprocess.frame_size, {}
+    for i, colour in enumerate(["red", "blue", "red", "blue"]):
+        path = root / "calibration" / f"sample{i}.png"
+        cv2.imwrite(str(path), make_image(colour, size, size, seed=i, strength=strength))
+        samples[f"calibration/{path.name}"] = sha256_file(path)
+    write_manifest(root, dataclasses.replace(b.manifest, calibration={"samples": samples}))
+    return root
+
+
+@pytest.mark.parametrize("bits, passes", [(8, True), (3, False)])
+def test_int8_check_sees_the_fake_int8_kernels(tmp_path, monkeypatch, gpu, bits, passes):
+    """The fake's int8 engines run MatMul as int8 kernels (per-tensor quantised, integer accumulation,
+    requantised), not the Q/DQ simulation the check uses as reference: at 8 bits the check reports a
+    non-zero probability error within its gate and passes; with a planted 3-bit kernel it fails and
+    deletes the plan."""
+    root = _faint_samples(make_fake_bundle(tmp_path / "b", int8=True))
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt(gpu, "10.3.0"))
+    gpu.int8_bits = bits
+    if passes:
+        res = engine.ensure_engines(root, "int8")
+        for graph in names.GRAPHS:
+            report = res[graph].entry["verify"]
+            assert report["passed"] and 1e-4 < report["max_prob_error"] <= 5e-2, report
+        return
+    with pytest.raises(BackendError, match=r"engine global int8: .*-> FAIL: probability error .*\(plan deleted\)"):
+        engine.ensure_engines(root, "int8")
+    assert not list((root / names.ENGINE_DIR).glob("*.plan"))
