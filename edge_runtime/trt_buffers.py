@@ -28,7 +28,7 @@ import numpy as np
 from edge_runtime.errors import BackendError
 
 INSTALL_HINT = ("install the CUDA binding that matches JetPack's driver: `pip install -e '.[jetson5]'` "
-                "(cuda-python 11.8.0-11.8.2) on JetPack 5, `pip install -e '.[jetson6]'` (cuda-python 12.x) on "
+                "(cuda-python 11.8.0-11.8.2) on JetPack 5, `pip install -e '.[jetson6]'` (cuda-python 12.6.x) on "
                 "JetPack 6 -- cuda-python 13 needs a 580+ driver -- or pycuda built on the device, which finds "
                 "CUDA through nvcc, not on JetPack's PATH: `PATH=/usr/local/cuda/bin:$PATH pip install pycuda` "
                 "(docs/jetson.md)")

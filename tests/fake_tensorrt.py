@@ -3,9 +3,9 @@
 
 What is real about it: Dims objects (sequence protocol, not tuples), DataType / TensorIOMode / BuilderFlag
 / NetworkDefinitionCreationFlag / MemoryPoolType as enum members (not ints, strings or numpy types:
-`TensorIOMode.INPUT == 1` is False, `int(flag)` works), `trt.nptype` (raising AttributeError on 8.5.0-8.5.2, as the real one does with numpy >= 1.24), `set_tensor_address` returning a
-bool, `build_serialized_network` returning an IHostMemory (a buffer) or None, `deserialize_cuda_engine`
-returning None for a plan of another TensorRT version or GPU, `OnnxParser.parse` returning False with
+`TensorIOMode.INPUT == 1` is False, `int(flag)` works), `trt.nptype` (raising AttributeError on
+8.5.0-8.5.2, as the real one does with numpy >= 1.24), `set_tensor_address` returning a bool,
+`build_serialized_network` returning an IHostMemory (a buffer) or None, `deserialize_cuda_engine` returning None for a plan of another TensorRT version or GPU, `OnnxParser.parse` returning False with
 ParserError objects, the binding-index API present in 8.5 and absent from 10, the INT8/FP16 builder flags
 absent from 11, TF32 on by default, strongly typed networks refusing precision flags, an 8.x network
 without EXPLICIT_BATCH refused by the ONNX parser, and engines that need a current CUDA context.

@@ -279,7 +279,7 @@ def test_load_cuda_falls_back_when_cuda_python_imports_but_cannot_run(monkeypatc
         trt_buffers.load_cuda()
     line = str(err.value)
     assert "cudaErrorInsufficientDriver" in line and "pycuda: not installed" in line
-    assert "'.[jetson6]'` (cuda-python 12.x)" in line and "\n" not in line
+    assert "'.[jetson6]'` (cuda-python 12.6.x)" in line and "\n" not in line
     g.fail["init"] = 0  # pycuda present but no usable device either
     install(monkeypatch, g)
     with pytest.raises(BackendError, match=r"pycuda: CUDA initialisation failed: RuntimeError"):
