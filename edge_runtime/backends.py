@@ -35,7 +35,7 @@ TRT_HINT = ("JetPack's TensorRT Python package (sudo apt install python3-libnvin
             "tensorrt` on x86")
 
 
-# TensorRT DataType member name -> numpy dtype. Not trt.nptype: TensorRT 8.5.0-8.5.2 (JetPack 5) builds its
+# TensorRT DataType member name -> numpy dtype. Not trt.nptype: TensorRT 8.5.x (JetPack 5: 8.5.2) builds its
 # table with np.bool, which numpy 1.24 (the newest numpy for Python 3.8) removed: AttributeError on every call.
 TRT_NUMPY = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
              "BOOL": np.bool_, "UINT8": np.uint8}

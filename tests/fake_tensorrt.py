@@ -4,7 +4,7 @@
 What is real about it: Dims objects (sequence protocol, not tuples), DataType / TensorIOMode / BuilderFlag
 / NetworkDefinitionCreationFlag / MemoryPoolType as enum members (not ints, strings or numpy types:
 `TensorIOMode.INPUT == 1` is False, `int(flag)` works), `trt.nptype` (raising AttributeError on
-8.5.0-8.5.2, as the real one does with numpy >= 1.24), `set_tensor_address` returning a bool,
+8.5.x, as the real one does with numpy >= 1.24), `set_tensor_address` returning a bool,
 `build_serialized_network` returning an IHostMemory (a buffer) or None, `deserialize_cuda_engine` returning None for a plan of another TensorRT version or GPU, `OnnxParser.parse` returning False with
 ParserError objects, the binding-index API present in 8.5 and absent from 10, the INT8/FP16 builder flags
 absent from 11, TF32 on by default, strongly typed networks refusing precision flags, an 8.x network
@@ -186,10 +186,10 @@ def make_tensorrt(gpu, version: str = "10.3.0") -> types.ModuleType:
     np_of = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8,
              DataType.INT32: np.int32, DataType.BOOL: np.bool_, DataType.UINT8: np.uint8}
 
-    nptype_broken = version.split(".")[:2] == ["8", "5"] and int(version.split(".")[2]) <= 2
+    nptype_broken = version.split(".")[:2] == ["8", "5"]  # fixed in 8.6 (TensorRT issues 2557, 2701)
 
     def nptype(trt_type):
-        if nptype_broken:  # 8.5.0-8.5.2 map BOOL to np.bool, gone from numpy 1.24 on (TensorRT issue 2557)
+        if nptype_broken:  # 8.5.x maps BOOL to np.bool, gone from numpy 1.24 on
             raise AttributeError("module 'numpy' has no attribute 'bool'.\n`np.bool` was a deprecated alias "
                                  "for the builtin `bool`.")
         if not isinstance(trt_type, DataType):

@@ -46,7 +46,7 @@ def _plan(tmp_path: Path, gpu, version: str, graph: str = "parts", precision: st
 
 
 def test_tensorrt_85_nptype_raises_and_the_backend_does_not_use_it(tmp_path, monkeypatch, gpu):
-    """TensorRT 8.5.0-8.5.2 (JetPack 5) build nptype's table with np.bool, removed in numpy 1.24: every
+    """TensorRT 8.5.x (JetPack 5: 8.5.2) builds nptype's table with np.bool, removed in numpy 1.24: every
     call raises AttributeError (not a BackendError). The backend maps DataType members itself."""
     trt = make_tensorrt(gpu, "8.5.2")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
