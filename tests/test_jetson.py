@@ -151,6 +151,22 @@ def test_first_hour_cuda_line_exits_0_under_pycuda():
         assert out.stdout.strip() == "pycuda ('Orin', (8, 7)) ['cuda-python: not installed (cuda)']", out.stdout
 
 
+def test_describe_cuda_pops_pycudas_context_even_when_it_fails(monkeypatch, gpu):
+    from fake_cuda import install
+
+    install(monkeypatch, gpu, cuda_python=False)
+    assert trt_buffers.describe_cuda() == "pycuda ('Orin', (8, 7)) ['cuda-python: not installed (cuda)']"
+    assert not gpu.ctx_stack
+
+    def broken(self):
+        raise BackendError("CUDA device query failed")
+
+    monkeypatch.setattr(trt_buffers.PyCudaApi, "device", broken)
+    with pytest.raises(BackendError, match="device query"):
+        trt_buffers.describe_cuda("pycuda")
+    assert not gpu.ctx_stack  # popped: no abort at exit
+
+
 def test_pycuda_install_hint_puts_nvcc_on_path(monkeypatch):
     from fake_cuda import FakeGpu, install
 
