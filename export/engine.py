@@ -13,7 +13,8 @@ TensorRT serialisations (no header), loadable by any TensorRT runtime of that ve
 
 How a plan is built is engine_cache.build_recipe (the key names it, build_plan applies it): int8 from the
 TensorRT-flavour QDQ file (explicit quantisation, no calibrator: strongly typed on TensorRT >= 10, the INT8
-flag alone on 8.x), fp16/fp32 from the FP32 graph; TF32 cleared at every precision.
+flag alone on 8.x), fp16/fp32 from the FP32 graph (fp16 with the heatmap and box tail pinned FP32);
+TF32 cleared at every precision. A file whose ONNX opset is newer than this TensorRT parses is refused.
 
 Every new plan is checked (export/engine_check.py) against onnxruntime on the bundle's calibration frames
 before it enters the index; a plan that fails the check, or whose check raises, is deleted.
@@ -80,8 +81,9 @@ def ensure_engine(bundle: Bundle, graph: str, precision: str, device: DeviceInfo
 
     build/verify are injected so the cache logic is testable without TensorRT; on the device they are
     build_plan and engine_check.verify_plan_for. An ONNX opset newer than device.trt_version parses
-    (engine_cache.MAX_OPSET) is refused before anything is built or removed. A plan that fails verification, or whose verification
-    raises, is removed and the error raised (BackendError with the verification line).
+    (engine_cache.MAX_OPSET) is refused before anything is built or removed. A plan that fails
+    verification, or whose verification raises, is removed and the error raised (BackendError with the
+    verification line).
     """
     engine_dir = bundle.root / names.ENGINE_DIR
     onnx_name = onnx_for(bundle, graph, precision)
