@@ -9,23 +9,28 @@ Rules:
 - Strata are (class, background): class from the parent folder name when it is a class name, background
   from the dataset's manifest.csv where one exists. Picks go round-robin over the sorted strata, and
   inside a stratum at evenly spaced positions, so the same folder and n always give the same images.
-- Content hashes (sha256 of the file bytes) of the picks must not meet those of the evaluation images:
-  an overlap is refused (CalibrationError), since calibrating on the images that then judge the INT8
-  model hides exactly the accuracy loss the gate is there to catch.
+- The picks must not be evaluation images, by bytes (sha256 of the file) or by content (the 256-bit DCT
+  perceptual hash of train.image_stats, the one the dataset audit uses, within DUPLICATE_DISTANCE bits:
+  a re-encoded, resized or brightened copy). An overlap is refused (CalibrationError), since calibrating
+  on the images that then judge the INT8 model hides exactly the accuracy loss the gate is there to catch.
 - No images, or a picked image that does not decode: refused. Random data is never substituted.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from calibration import CalibrationError
 from edge_runtime.errors import ImageError
 from edge_runtime.manifest import sha256_file
 from edge_runtime.names import CLASS_NAMES
-from edge_runtime.preprocess import list_images, read_image
+from edge_runtime.preprocess import decode_image, list_images, read_image
+from train.image_stats import DUPLICATE_DISTANCE, hamming, phash
 
 UNKNOWN = "?"
 EVAL_SPLITS = ("val", "test")
@@ -146,13 +151,23 @@ def stratified_pick(images: list[CalibrationImage], n: int) -> list[CalibrationI
     return sorted(picked, key=lambda im: im.relpath)
 
 
-def content_hashes(folders: list[Path]) -> dict[str, Path]:
-    """{sha256 of file bytes: path} of every image under the folders."""
-    out: dict[str, Path] = {}
+def content_hashes(folders: list[Path]) -> tuple[dict[str, Path], list[Path], np.ndarray]:
+    """Of every image under the folders: ({sha256 of file bytes: path}, the paths that decode, their
+    perceptual hashes [N, 32] uint8). An image that does not decode has no perceptual hash (its bytes
+    are still compared)."""
+    by_bytes: dict[str, Path] = {}
+    decoded: list[Path] = []
+    perceptual: list[np.ndarray] = []
     for folder in folders:
         for path in list_images(folder):
-            out.setdefault(sha256_file(path), path)
-    return out
+            data = path.read_bytes()
+            by_bytes.setdefault(hashlib.sha256(data).hexdigest(), path)
+            try:
+                perceptual.append(phash(decode_image(data, str(path))))
+            except ImageError:
+                continue
+            decoded.append(path)
+    return by_bytes, decoded, np.array(perceptual, np.uint8).reshape(len(perceptual), -1)
 
 
 def select_calibration(folder: str | Path, n: int, eval_dirs: list[str | Path] | None = None) -> CalibrationSet:
@@ -160,7 +175,7 @@ def select_calibration(folder: str | Path, n: int, eval_dirs: list[str | Path] |
 
     eval_dirs: evaluation folders (e.g. --val) whose images must not be chosen, in addition to a dataset
     root's own val/ and test/. Raises CalibrationError for a missing or empty folder, n < 1, a picked
-    image that does not decode, or an overlap by content hash with any evaluation image.
+    image that does not decode, or an overlap by bytes or perceptual hash with any evaluation image.
     """
     if n < 1:
         raise CalibrationError(f"--calib-n must be >= 1, got {n}")
@@ -169,21 +184,27 @@ def select_calibration(folder: str | Path, n: int, eval_dirs: list[str | Path] |
         raise CalibrationError(f"{folder}: no calibration images found (INT8 needs real images; "
                                "random data is never used)")
     picked = stratified_pick(images, n)
+    pick_hashes = []
     for im in picked:  # an image that does not decode fails now, not after an export has started writing
         try:
-            read_image(im.path)
+            pick_hashes.append(phash(read_image(im.path)))
         except ImageError as exc:
             raise CalibrationError(f"unusable calibration image: {exc}") from None
     picked = [CalibrationImage(im.path, im.relpath, sha256_file(im.path), im.label, im.background)
               for im in picked]
     all_evals = sorted({Path(p).resolve() for p in [*evals, *(eval_dirs or [])]})
     if all_evals:
-        eval_hashes = content_hashes([p for p in all_evals if p.is_dir()])
-        clashes = [(im, eval_hashes[im.sha256]) for im in picked if im.sha256 in eval_hashes]
+        by_bytes, eval_paths, eval_phash = content_hashes([p for p in all_evals if p.is_dir()])
+        clashes = [(im, by_bytes[im.sha256], "the same bytes as") for im in picked if im.sha256 in by_bytes]
+        if eval_paths:
+            dist = hamming(np.stack(pick_hashes), eval_phash)  # [picks, evaluation images]
+            clashes += [(im, eval_paths[int(dist[i].argmin())], f"{int(dist[i].min())} of 256 hash bits from")
+                        for i, im in enumerate(picked)
+                        if dist[i].min() <= DUPLICATE_DISTANCE and im.sha256 not in by_bytes]
         if clashes:
-            im, other = clashes[0]
+            im, other, how = clashes[0]
             raise CalibrationError(
                 f"calibration images overlap the evaluation split: {len(clashes)} of {len(picked)} have the "
-                f"same content as an evaluation image (e.g. {im.path} = {other}); refusing, choose "
+                f"same content as an evaluation image (e.g. {im.path}: {how} {other}); refusing, choose "
                 "calibration images from the training split")
     return CalibrationSet(root=root, images=tuple(picked), available=len(images), eval_dirs=tuple(all_evals))

@@ -2,11 +2,14 @@
 
     report = export_bundle(Path("ckpt.pt"), Path("bundle"), ExportConfig(int8=True, calib=Path("data")))
 
-Order matters: inputs are validated first (checkpoint, output folder; evaluation and calibration images
-must decode) so bad input fails in a second and leaves an earlier bundle in the output folder as it was;
-manifest.json is written last and only when every check passed, so a folder without a manifest is never
-mistaken for a usable bundle. report.json is written in every case that got as far as
-exporting, with the reason for a failure.
+The export is a transaction: everything is written into a staging folder beside `out`
+(`.NAME.XXXX.partial`), and only when every check passed (parity, TensorRT lint, the INT8 gate) and the
+manifest (and, from the CLI, the signature) is written is the staging folder renamed to `out`. A previous
+bundle at `out` is replaced as a whole (engines built from it included) and stays loadable until that
+rename; a failed or interrupted export removes the staging folder and leaves `out` as it was. A failed
+export that got as far as exporting writes its report, with the reason, to `NAME.failed-report.json`
+beside `out`; the next successful export removes it. Inputs are validated first (checkpoint, output
+folder; evaluation and calibration images must decode) so bad input fails in a second.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -83,17 +87,52 @@ class ExportConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def prepare_out_dir(out: Path) -> None:
-    """Create `out` and prove it is writable; ExportError with one line otherwise."""
+def failed_report_path(out: Path) -> Path:
+    """Where a failed export of bundle folder `out` leaves its report: NAME.failed-report.json beside it."""
+    return out.with_name(out.name + ".failed-report.json")
+
+
+def _is_bundle_entry(name: str) -> bool:
+    """Whether a name in a folder is one an export or `--engine` writes (the folder may be replaced)."""
+    return (name in (names.MANIFEST_FILE, names.SIGNATURE_FILE, names.REPORT_FILE, SAMPLES_DIR, names.ENGINE_DIR)
+            or name.endswith((".onnx", ".tmp")))
+
+
+def prepare_out_dir(out: Path) -> Path:
+    """Check that `out` may be replaced by a bundle (missing, or holding only what a bundle holds: it is
+    replaced as a whole) and create the staging folder beside it; returns the staging folder. ExportError with one line otherwise."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: not a folder")
+    others = sorted(p.name for p in out.iterdir() if not _is_bundle_entry(p.name)) if out.is_dir() else []
+    if others:  # e.g. a training run's folder: its checkpoints must not go with the old bundle
+        raise ExportError(f"{out}: holds files that are not part of a bundle ({', '.join(others[:3])}"
+                          f"{', ...' if len(others) > 3 else ''}); the bundle replaces its folder as a whole, "
+                          "so pass a new or empty folder, or a bundle")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".mgfen-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     except OSError as exc:
         raise ExportError(f"{out}: cannot write the bundle there ({exc.strerror or exc})") from None
-    if not out.is_dir():
-        raise ExportError(f"{out}: not a folder")
+
+
+def commit_bundle(staging: Path, out: Path) -> None:
+    """Rename the finished bundle folder `staging` to `out`. A previous `out` is first moved into a
+    sibling scratch folder (so it is kept if the second rename fails) and removed after. Both renames stay
+    in one parent folder, so neither copies data; between them `out` is briefly absent, never half-written."""
+    aside = None
+    if out.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        out.rename(aside / out.name)
+    try:
+        staging.rename(out)
+    except OSError as exc:
+        if aside is not None:  # put the previous bundle back; if even that fails, it stays in `aside`
+            (aside / out.name).rename(out)
+            aside.rmdir()
+        raise ExportError(f"{out}: cannot move the new bundle into place ({exc.strerror or exc})") from None
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    failed_report_path(out).unlink(missing_ok=True)
 
 
 def load_model(ckpt: Path):
@@ -184,27 +223,44 @@ def quantize_bundle(out: Path, calib: CalibrationSet, method: str, cfg, flavours
 
 
 def export_bundle(ckpt: str | Path, out: str | Path, config: ExportConfig,
-                  log: Callable[[str], None] = lambda msg: None) -> dict:
+                  log: Callable[[str], None] = lambda msg: None,
+                  seal: Callable[[Path], None] | None = None) -> dict:
     """Export checkpoint `ckpt` into bundle folder `out`; return the report (also in report.json).
+    `seal(folder)` runs on the finished staging folder before it becomes `out` (the CLI signs there).
 
     Raises ExportError (or another MgfenError) for bad input, failed parity or lint, and Int8DropError
-    when INT8 loses more than config.max_int8_drop accuracy points and config.force is off.
+    when INT8 loses more than config.max_int8_drop accuracy points and config.force is off; `out` is
+    then as it was (module docstring).
     """
     ckpt = Path(ckpt)
     model, info = load_model(ckpt)
     source = {"checkpoint": ckpt.name, "checkpoint_sha256": sha256_file(ckpt)}
-    return export_model(model, info, source, out, config, log)
+    return export_model(model, info, source, out, config, log, seal)
 
 
 def export_model(model, info: dict, source: dict, out: str | Path, config: ExportConfig,
-                 log: Callable[[str], None] = lambda msg: None) -> dict:
+                 log: Callable[[str], None] = lambda msg: None,
+                 seal: Callable[[Path], None] | None = None) -> dict:
     """export_bundle for a model already in memory (eval mode) and its checkpoint `info` dict
     (classes, thresholds, metrics, data_hash, train_config, epoch); `source` names the checkpoint
     (name, sha256) for the provenance."""
+    dest = Path(out)
+    staging = prepare_out_dir(dest)
+    try:
+        report = _export_into(model, info, source, staging, failed_report_path(dest), config, log)
+        if seal is not None:
+            seal(staging)
+        commit_bundle(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a commit
+    return report
+
+
+def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path, config: ExportConfig,
+                 log: Callable[[str], None]) -> dict:
+    """The export proper, into the (staging) folder `out`; a failure's report goes to `failed_report`."""
     t_start = time.perf_counter()
-    out = Path(out)
     model.eval()
-    prepare_out_dir(out)
     val = evaluation_folder(config)
     calib = None
     if config.int8:
@@ -212,7 +268,6 @@ def export_model(model, info: dict, source: dict, out: str | Path, config: Expor
         log(f"calibration: {len(calib.images)} of {calib.available} images from {calib.root}")
     mcfg = model.cfg
     cfg = mcfg.preprocess
-    (out / names.MANIFEST_FILE).unlink(missing_ok=True)  # no manifest until every check has passed
     report: dict = {"checkpoint": source, "config": config.to_dict(), "versions": {
         "toolkit": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}}
@@ -221,7 +276,7 @@ def export_model(model, info: dict, source: dict, out: str | Path, config: Expor
     def fail(exc: ExportError) -> None:
         report["error"] = str(exc)
         report["seconds"] = round(time.perf_counter() - t_start, 2)
-        _write_json(report_path, report)
+        _write_json(failed_report, report)
         raise exc
 
     t0 = time.perf_counter()
@@ -284,7 +339,7 @@ def export_model(model, info: dict, source: dict, out: str | Path, config: Expor
                        f"{config.max_int8_drop}")
                 report["int8"]["gate"] = "forced" if config.force else "failed"
                 if not config.force:
-                    fail(Int8DropError(f"{msg}; report in {report_path}; use --force to keep it"))
+                    fail(Int8DropError(f"{msg}; report in {failed_report}; use --force to keep it"))
                 log(f"warning: {msg} (kept: --force)")
             else:
                 report["int8"]["gate"] = "passed"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import traceback
@@ -28,7 +27,8 @@ Examples:
 
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), help="Bundle folder to write (created if needed).")
+@click.option("--out", type=click.Path(path_type=Path), help="Bundle folder to write (created if needed); a "
+              "previous bundle there is replaced only when the new one passed every check.")
 @click.option("--opset", type=int, default=17, show_default=True,
               help="ONNX opset (13..20; TensorRT 8.x, JetPack 5 and 6.0, parses <= 17).")
 @click.option("--int8", "int8", is_flag=True, help="Also write INT8 QDQ files (TensorRT and CPU flavours).")
@@ -83,15 +83,18 @@ def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | N
             config = ExportConfig(opset=opset, int8=int8, calib=calib, calib_n=calib_n,
                                   calib_method=calib_method, val=val, max_int8_drop=max_int8_drop, force=force,
                                   int8_flavours=tuple(int8_flavours.split(",")))
-            with contextlib.suppress(OSError):  # a stale signature; an unwritable --out is reported below
-                (out / names.SIGNATURE_FILE).unlink(missing_ok=True)
-            report = export_bundle(source, out, config, log)
+            signed: dict = {}
+
+            def seal(folder: Path) -> None:  # signs the staging folder, before it replaces --out
+                sig = sign_bundle(folder, signer)
+                signed.update(file=str(out / sig.name), key_id=signer.key_id)
+
+            report = export_bundle(source, out, config, log, seal if signer is not None else None)
             bundle = out
             log(f"bundle written to {out}")
-            if signer is not None:
-                sig = sign_bundle(out, signer)
-                report["signature"] = {"file": str(sig), "key_id": signer.key_id}
-                log(f"signed {names.MANIFEST_FILE} with key {signer.key_id} ({sig.name})")
+            if signed:
+                report["signature"] = signed
+                log(f"signed {names.MANIFEST_FILE} with key {signed['key_id']} ({names.SIGNATURE_FILE})")
         if engine:
             from export.engine import ensure_engines
 

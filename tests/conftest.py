@@ -1,9 +1,12 @@
 """Make tests/ importable (fake_bundle.py) for every test module; skip what needs torch where it is absent.
 
 .ci/run's lowest-versions step (and a Jetson) has the scanner runtime without torch. There an import of
-torch or torchvision -- at the top of a test module, in a fixture, in a test or in the training code it
-calls -- skips that module or test with the reason "needs torch" instead of failing, so the runtime tests
-run and the rest is skipped cleanly. The scanner's own code never imports torch (tests/test_no_torch.py)."""
+torch or torchvision by a test module, a fixture, a test or the training code it calls skips that module
+or test with the reason "needs torch" instead of failing, so the runtime tests run and the rest is skipped
+cleanly. An import of torch made from the scanner's own code (edge_runtime/, anywhere on the call stack)
+fails instead: torch leaking into the runtime must not read as a skip (tests/test_no_torch.py)."""
+
+from __future__ import annotations
 
 import importlib.abc
 import importlib.util
@@ -15,18 +18,36 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+RUNTIME_DIR = Path(__file__).resolve().parents[1] / "edge_runtime"
 
 
-class _SkipTorch(importlib.abc.MetaPathFinder):
+def runtime_caller() -> str | None:
+    """'file:line' of the innermost frame on the current call stack inside edge_runtime/, or None."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = Path(frame.f_code.co_filename)
+        if path.is_absolute() and RUNTIME_DIR in path.resolve().parents:
+            return f"{path}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+class SkipTorch(importlib.abc.MetaPathFinder):
+    """Meta-path finder for the torch-free step: skips on torch imports, fails on those from the runtime."""
+
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision"):
-            raise pytest.skip.Exception(f"needs torch ({name} is not installed here: runtime-only environment)",
-                                        allow_module_level=True)
-        return None
+        if name.split(".")[0] not in ("torch", "torchvision"):
+            return None
+        caller = runtime_caller()
+        if caller is not None:
+            pytest.fail(f"the scanner runtime imports {name} ({caller}); it must run without torch",
+                        pytrace=False)
+        raise pytest.skip.Exception(f"needs torch ({name} is not installed here: runtime-only environment)",
+                                    allow_module_level=True)
 
 
 if not HAS_TORCH:
-    sys.meta_path.insert(0, _SkipTorch())
+    sys.meta_path.insert(0, SkipTorch())
 
 
 @pytest.fixture()

@@ -75,7 +75,7 @@ def test_cli_json_and_errors(bundle_dir, tmp_path):
     assert doc["device"]["cpu_count"] >= 1 and "onnxruntime" in doc["device"]
 
     res = runner.invoke(main, ["--bundle", str(tmp_path / "missing")])
-    assert res.exit_code == 1 and "bundle folder not found" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 1 and "bundle folder not found" in res.output and isinstance(res.exception, SystemExit)
     res = runner.invoke(main, ["--bundle", str(bundle_dir), "--labels", str(tmp_path)])
     assert res.exit_code == 2 and "--labels needs --source" in res.output
     # Only failing rows (no TensorRT here) => non-zero exit, with the reason in the table.

@@ -107,6 +107,26 @@ def test_overlap_with_evaluation_split_is_refused(tmp_path, dataset):
         select_calibration(root, 100)
 
 
+def test_reencoded_resized_copy_of_a_val_image_is_refused(tmp_path, dataset):
+    """A val image resized to 3/4 and saved as JPEG has other bytes (the sha256 check alone let it in)
+    but the same content: the perceptual hash catches it, and names both files."""
+    import hashlib
+
+    calib = tmp_path / "calib"
+    shutil.copytree(dataset / "train", calib)
+    val = dataset / "val"
+    original = val / "counterfeit" / "img01.png"
+    image = cv2.imread(str(original))
+    small = cv2.resize(image, (image.shape[1] * 3 // 4, image.shape[0] * 3 // 4), interpolation=cv2.INTER_AREA)
+    copy = calib / "counterfeit" / "phone_copy.jpg"
+    cv2.imwrite(str(copy), small, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() != hashlib.sha256(original.read_bytes()).hexdigest()
+    with pytest.raises(CalibrationError, match=r"1 of 17 .*phone_copy.jpg: \d+ of 256 hash bits from .*img01.png"):
+        select_calibration(calib, 100, [val])
+    copy.unlink()
+    assert len(select_calibration(calib, 100, [val]).images) == 16  # the other images are far apart
+
+
 # ----------------------------------------------------------------------------------------------- readers
 
 

@@ -232,18 +232,78 @@ def test_int8_gate_fails_unless_forced(work, exported, tmp_path, monkeypatch):
     args = [str(ckpt), "--int8", "--calib", str(root / "data"), "--calib-n", "3"]
     res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a")])
     assert res.exit_code == 1 and "INT8 accuracy drop 10.00 points (int8_cpu)" in res.output
-    assert not (tmp_path / "a" / names.MANIFEST_FILE).exists(), "no manifest for a failed export"
-    report = json.loads((tmp_path / "a" / names.REPORT_FILE).read_text())
+    assert not (tmp_path / "a").exists(), "a failed export leaves no bundle folder"
+    failed = tmp_path / "a.failed-report.json"
+    assert str(failed) in res.output
+    report = json.loads(failed.read_text())
     assert report["int8"]["gate"] == "failed" and "error" in report
     res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a"), "--force"])
     assert res.exit_code == 0 and load_bundle(tmp_path / "a").manifest.calibration["n"] == 3
     assert json.loads((tmp_path / "a" / names.REPORT_FILE).read_text())["int8"]["gate"] == "forced"
+    assert not failed.exists(), "a successful export removes the stale failure report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"], "no staging folder left behind"
+
+
+def test_failed_export_leaves_the_previous_bundle_loadable(work, tmp_path, monkeypatch):
+    """The export is a transaction: a gate that fails after the graphs were written, a parity failure,
+    and an interrupt each leave the previous bundle (signed here) byte for byte as it was."""
+    root, _, ckpt = work
+    from edge_runtime.signing import generate_keypair
+
+    out = tmp_path / "work" / "bundle"
+    key = tmp_path / "team.key"
+    generate_keypair(key, tmp_path / "team.pub")
+    runner = CliRunner()
+    res = runner.invoke(main, [str(ckpt), "--out", str(out), "--sign", str(key)])
+    assert res.exit_code == 0, res.output
+    before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert Path(names.SIGNATURE_FILE) in before
+
+    _fast_int8(monkeypatch)
+    drop = {"n": 10, "fp32": {"accuracy": 0.9, "delta_points": 0.0, "agreement": 1.0, "max_abs_prob_diff": 0.0}}
+    drop["int8_cpu"] = drop["int8_trt"] = dict(drop["fp32"], accuracy=0.8, delta_points=-10.0)
+    monkeypatch.setattr(bundle_mod, "compare_precisions", lambda *a: drop)
+    args = [str(ckpt), "--out", str(out), "--sign", str(key)]
+    res = runner.invoke(main, args + ["--int8", "--calib", str(root / "data"), "--calib-n", "3"])
+    assert res.exit_code == 1 and "INT8 accuracy drop" in res.output, res.output
+
+    def broken_parity(model, pipe, frames, positive):
+        return {"passed": False, "failures": ["frame 0: 0.9 vs 0.1"], "max_abs_prob_diff": 0.8}
+
+    monkeypatch.setattr(bundle_mod, "check_runtime_parity", broken_parity)
+    res = runner.invoke(main, args)
+    assert res.exit_code == 1 and "runtime-path parity failed" in res.output, res.output
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bundle_mod, "check_runtime_parity", interrupted)
+    assert runner.invoke(main, args).exit_code == 130
+
+    after = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before, "the previous bundle changed"
+    assert load_bundle(out).manifest.files, "the previous bundle still loads"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["bundle", "bundle.failed-report.json"]
+
+
+def test_export_refuses_a_folder_that_is_not_a_bundle(work, tmp_path):
+    """The bundle replaces --out as a whole, so a folder with other files (here a training run's, which
+    has a report.json too) is refused, untouched."""
+    _, _, ckpt = work
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("best.pt", "report.json", "metrics.csv"):
+        (run / name).write_text("mine")
+    res = CliRunner().invoke(main, [str(ckpt), "--out", str(run)])
+    assert res.exit_code == 1 and "not part of a bundle (best.pt, metrics.csv)" in res.output, res.output
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "metrics.csv", "report.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "no staging folder left behind"
 
 
 def _one_line_error(res, code=1) -> str:
     assert res.exit_code == code, res.output
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    assert len(lines) == 1 and isinstance(res.exception, SystemExit), res.output
     return lines[0]
 
 

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = textwrap.dedent("""
@@ -40,3 +42,17 @@ def test_edge_runtime_imports_and_runs_without_torch(tmp_path):
     assert proc.stdout.startswith("ok") and int(proc.stdout.split()[1]) >= 10
     probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
     assert probe.returncode != 0 and "blocked in this test" in probe.stderr  # the blocker works
+
+
+def test_torch_free_step_fails_a_runtime_import_of_torch_and_skips_the_others():
+    """tests/conftest.py's finder (active where torch is absent): an import of torch from a test or the
+    training code is a skip; one made from edge_runtime/ code is a failure naming the file."""
+    from conftest import SkipTorch
+
+    finder = SkipTorch()
+    with pytest.raises(pytest.skip.Exception, match="needs torch"):
+        finder.find_spec("torch.nn")
+    assert finder.find_spec("numpy") is None
+    leaky = compile("finder.find_spec('torchvision')", str(ROOT / "edge_runtime" / "leaky.py"), "exec")
+    with pytest.raises(pytest.fail.Exception, match=r"runtime imports torchvision .*edge_runtime/leaky.py:1"):
+        exec(leaky, {"finder": finder})

@@ -5,7 +5,7 @@ frame. A preset's F (edge: 768) suits macro photos larger than it. For smaller p
 signatures, 640 px web photos) the frame is an upsampled copy: an R px crop then spans R * side / F photo
 pixels, magnified, which holds no detail the photo lacks and narrows what each crop sees. Fitting F to the
 photos' median square side keeps the crops at the photo's own pixels and leaves the global view unchanged
-(it is resized from the frame to S either way). Measured on the real sets: README "Real data".
+(it is resized from the frame to S either way). Measured on the real sets: docs/results/realdata_reading.md.
 
     side = median_square_side(root, train_samples)          # from the image headers, float
     fit_frame_size(side, frame_size=768, global_size=128, crop_size=96)   # 279.0 -> 256
