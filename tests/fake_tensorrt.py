@@ -101,8 +101,11 @@ def _round_fp16(model: onnx.ModelProto, op_types=None, keep=()) -> onnx.ModelPro
                 continue
             raw = f"{out}__exact"
             node.output[i] = raw
+            # the Identity between the casts: onnxruntime 1.16 drops a bare float->half->float Cast pair
+            # even with graph optimisations off, which would leave the tensor unrounded
             nodes += [helper.make_node("Cast", [raw], [f"{out}__h"], to=TensorProto.FLOAT16),
-                      helper.make_node("Cast", [f"{out}__h"], [out], to=TensorProto.FLOAT)]
+                      helper.make_node("Identity", [f"{out}__h"], [f"{out}__h2"]),
+                      helper.make_node("Cast", [f"{out}__h2"], [out], to=TensorProto.FLOAT)]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return model

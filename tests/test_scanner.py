@@ -262,11 +262,20 @@ def test_consecutive_errors_stop_the_scan(runner):
 
 def test_stop_from_another_thread_flushes_the_session(runner):
     sink = Collect()
-    sc = _scanner(runner, [make_image("grey")] * 10_000, [sink], min_frames=100,
-                  session_frames=1000)
-    threading.Timer(0.3, sc.stop).start()
+    sc = _scanner(runner, [make_image("grey")] * 200, [sink], min_frames=100, session_frames=1000)
+    original = sc.tracker.add
+
+    def add(*a, **kw):  # another thread presses "stop" after the 20th frame (deterministic: joined here)
+        out = original(*a, **kw)
+        if sc.tracker.frames == 20:
+            t = threading.Thread(target=sc.stop)
+            t.start()
+            t.join()
+        return out
+
+    sc.tracker.add = add
     stats = sc.run()
-    assert 0 < stats.frames < 10_000
+    assert stats.frames == 20
     (v,) = sink.of("verdict")
     assert v["reason"] == "stopped" and v["verdict"] == "uncertain" and v["frames_used"] == stats.classified
 
