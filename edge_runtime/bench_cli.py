@@ -10,8 +10,8 @@ import click
 
 from edge_runtime.backends import PRECISIONS
 from edge_runtime.bench import BenchConfig, format_table, run_bench
+from edge_runtime.cli_errors import OutputPath, error_boundary, write_text
 from edge_runtime.device_info import describe_device
-from edge_runtime.errors import MgfenError
 from edge_runtime.labels import load_labels
 from edge_runtime.manifest import load_bundle
 from edge_runtime.prefetch import prefetch_threads
@@ -39,11 +39,11 @@ PRECISION_CHOICES = ("auto",) + tuple(PRECISIONS) + ("all",)
 @click.option("--prefetch/--no-prefetch", default=False, show_default=True,
               help="Capture, gate and preprocess the next frame in a worker thread while the graphs run "
                    "(mgfen-scan's default); total is then the loop's time per frame.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+@click.option("--json", "json_path", type=OutputPath(allow_dash=True), default=None,
               help="Also write device, config and rows as JSON ('-' for stdout).")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@error_boundary
 def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, frames: int, warmup: int,
-         source: str | None, labels_dir: Path | None, threads: int | None, prefetch: bool, json_path: Path | None, debug: bool) -> None:
+         source: str | None, labels_dir: Path | None, threads: int | None, prefetch: bool, json_path: Path | None) -> None:
     """Measure latency per stage (capture, gate, preprocess, global, crop, parts, vote, total):
     min/p50/p90/p99/mean ms, FPS, peak memory, model size, and accuracy with --labels.
 
@@ -56,22 +56,17 @@ def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, fra
     """
     if labels_dir is not None and source is None:
         raise click.UsageError("--labels needs --source file://PATH")
-    try:
-        bundle = load_bundle(bundle_dir, trust=trust)
-        labels = load_labels(labels_dir, bundle.manifest.classes) if labels_dir is not None else None
-        backends = ["ort", "trt"] if backend == "all" else [backend]
-        precisions = list(PRECISIONS) if precision == "all" else [precision]
-        threads = threads or prefetch_threads(prefetch)
-        cfg = BenchConfig(frames=frames, warmup=warmup, threads=threads, source=source, prefetch=prefetch)
-        device = describe_device(threads)
-        for warning in device["warnings"]:
-            click.echo(f"warning: {warning}", err=True)
-        rows = run_bench(bundle, backends, [None if p == "auto" else p for p in precisions], cfg, labels,
-                         progress=lambda what: click.echo(f"benchmarking {what.replace('None', 'auto')} ...", err=True))
-    except MgfenError as exc:
-        if debug:
-            raise
-        raise click.ClickException(str(exc)) from None
+    bundle = load_bundle(bundle_dir, trust=trust)
+    labels = load_labels(labels_dir, bundle.manifest.classes) if labels_dir is not None else None
+    backends = ["ort", "trt"] if backend == "all" else [backend]
+    precisions = list(PRECISIONS) if precision == "all" else [precision]
+    threads = threads or prefetch_threads(prefetch)
+    cfg = BenchConfig(frames=frames, warmup=warmup, threads=threads, source=source, prefetch=prefetch)
+    device = describe_device(threads)
+    for warning in device["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
+    rows = run_bench(bundle, backends, [None if p == "auto" else p for p in precisions], cfg, labels,
+                     progress=lambda what: click.echo(f"benchmarking {what.replace('None', 'auto')} ...", err=True))
     for row, p in zip(rows, [p for _ in backends for p in precisions]):
         row.precision = p
     click.echo(f"device: {device['cpu']} ({device['cpu_count']} cpus), onnxruntime {device['onnxruntime']}, "
@@ -89,7 +84,7 @@ def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, fra
         if str(json_path) == "-":
             click.echo(text, nl=False)
         else:
-            json_path.write_text(text)
+            write_text(json_path, text)
     if not any(r.status == "ran" for r in rows):
         raise SystemExit(1)
 

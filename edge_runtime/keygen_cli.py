@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edge_runtime.errors import MgfenError
+from edge_runtime.cli_errors import error_boundary
 from edge_runtime.signing import generate_keypair
 
 
@@ -15,8 +15,8 @@ from edge_runtime.signing import generate_keypair
 @click.option("--out", "prefix", required=True, type=click.Path(path_type=Path),
               help="Path prefix: writes PREFIX.key (private, mode 0600) and PREFIX.pub (public).")
 @click.option("--force", is_flag=True, help="Replace existing key files.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(prefix: Path, force: bool, debug: bool) -> None:
+@error_boundary
+def main(prefix: Path, force: bool) -> None:
     """Make a key pair for signing bundles; prints the key id.
 
     \b
@@ -28,14 +28,9 @@ def main(prefix: Path, force: bool, debug: bool) -> None:
     Keep PREFIX.key on the machine that exports; copy only PREFIX.pub to the scanners.
     """
     private, public = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
-    try:
-        if not prefix.parent.is_dir():
-            raise click.ClickException(f"{prefix.parent}: folder not found (create it first)")
-        kid = generate_keypair(private, public, overwrite=force)
-    except MgfenError as exc:
-        if debug:
-            raise
-        raise click.ClickException(str(exc)) from None
+    if not prefix.parent.is_dir():
+        raise click.ClickException(f"{prefix.parent}: folder not found (create it first)")
+    kid = generate_keypair(private, public, overwrite=force)
     click.echo(f"wrote {private} (private, keep secret) and {public} (public); key id {kid}")
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_runtime.audit import AuditLog, export_csv
 from edge_runtime.backends import BACKENDS, PRECISIONS
-from edge_runtime.errors import MgfenError
+from edge_runtime.cli_errors import OutputPath, debug_option, error_boundary, write_text
 from edge_runtime.labels import load_labels
 from edge_runtime.manifest import load_bundle
 from edge_runtime.model_runner import STAGES, ModelRunner
@@ -31,13 +31,8 @@ SUMMARY_STAGES = ("capture", "gate") + STAGES + ("total",)
 VERDICT_COLUMNS = ("genuine", "counterfeit", "uncertain")
 
 
-def _fail(exc: Exception, debug: bool):
-    if debug:
-        raise exc
-    raise click.ClickException(str(exc)) from None
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@debug_option
 def main() -> None:
     """MGFEN scanner: camera or files -> per-frame results and per-item verdicts as JSON Lines.
 
@@ -70,13 +65,13 @@ def main() -> None:
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Pace a file source at FPS frames per second, like a camera (frames may then be dropped).")
 @click.option("--out", default=None, help="JSON Lines file for events (appended) [default: stdout].")
-@click.option("--audit", "audit_db", type=click.Path(path_type=Path), default=None,
+@click.option("--audit", "audit_db", type=OutputPath(), default=None,
               help="SQLite audit log of verdicts (evidence JPEGs beside it).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
 @click.option("--labels", "labels_dir", type=click.Path(path_type=Path), default=None,
               help="Ground truth: a folder whose class subfolders (or manifest.csv) label the file source's "
                    "images; prints accuracy, confusion matrix and latency per stage at the end.")
-@click.option("--summary-json", type=click.Path(path_type=Path), default=None,
+@click.option("--summary-json", type=OutputPath(), default=None,
               help="Also write the end-of-run summary as JSON.")
 @click.option("--no-gate", is_flag=True, help="Classify every frame (no focus/exposure gate).")
 @click.option("--min-focus", type=click.FloatRange(min=0), default=QualityConfig.min_focus, show_default=True,
@@ -87,13 +82,13 @@ def main() -> None:
               help="onnxruntime intra-op threads [default: all cores; with --prefetch all but one].")
 @click.option("--prefetch/--no-prefetch", default=True, show_default=True,
               help="Gate and preprocess the next frame in a worker thread while the graphs run on this one.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
 @sink_options
+@error_boundary
 def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str, precision: str | None,
                 session_frames: int, min_frames: int, loop: bool, rate: float | None, out: str | None,
                 audit_db: Path | None, max_frames: int | None, labels_dir: Path | None,
                 summary_json: Path | None, no_gate: bool, min_focus: float, frame_timeout: float,
-                threads: int | None, prefetch: bool, debug: bool, **sink_opts) -> None:
+                threads: int | None, prefetch: bool, **sink_opts) -> None:
     """Scan: source -> quality gate -> model -> sessions -> events (one JSON object per line).
 
     \b
@@ -103,15 +98,12 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
     """
     if min_frames > session_frames:
         raise click.UsageError("--min-frames cannot exceed --session-frames")
-    try:
-        bundle = load_bundle(bundle_dir, trust=trust)
-        labels = load_labels(labels_dir, bundle.manifest.classes) if labels_dir is not None else None
-        src = open_source(source, loop=loop, rate=rate, capture=CaptureConfig(frame_timeout=frame_timeout))
-        if labels is not None and not source.startswith("file://") and "://" in source:
-            raise click.UsageError("--labels needs a file source (file://PATH)")
-        runner = ModelRunner.open(bundle, backend, precision, threads or prefetch_threads(prefetch))
-    except MgfenError as exc:
-        _fail(exc, debug)
+    bundle = load_bundle(bundle_dir, trust=trust)
+    labels = load_labels(labels_dir, bundle.manifest.classes) if labels_dir is not None else None
+    src = open_source(source, loop=loop, rate=rate, capture=CaptureConfig(frame_timeout=frame_timeout))
+    if labels is not None and not source.startswith("file://") and "://" in source:
+        raise click.UsageError("--labels needs a file source (file://PATH)")
+    runner = ModelRunner.open(bundle, backend, precision, threads or prefetch_threads(prefetch))
     if trust is not None:
         for name in runner.backend_names:
             if name.startswith("trt:") or "Tensorrt" in name:
@@ -140,8 +132,6 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
             for s, handler in previous.items():
                 signal.signal(s, handler)
         wall = time.perf_counter() - t0
-    except MgfenError as exc:
-        _fail(exc, debug)
     finally:
         src.close()
         if scanner is not None:
@@ -154,7 +144,7 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
     summary["backends"] = runner.backend_names
     summary["source"] = dict(vars(src.stats))
     if summary_json is not None:
-        summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+        write_text(summary_json, json.dumps(summary, indent=2) + "\n")
     stream = sys.stdout if out not in (None, "-") else sys.stderr
     click.echo(format_summary(summary), file=stream)
 
@@ -166,19 +156,16 @@ def audit_group() -> None:
 
 @audit_group.command("export")
 @click.option("--db", "db_path", required=True, type=click.Path(path_type=Path), help="Audit database.")
-@click.option("--csv", "csv_path", required=True, type=click.Path(path_type=Path), help="CSV file to write.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def audit_export(db_path: Path, csv_path: Path, debug: bool) -> None:
+@click.option("--csv", "csv_path", required=True, type=OutputPath(), help="CSV file to write.")
+@error_boundary
+def audit_export(db_path: Path, csv_path: Path) -> None:
     """Write every verdict in the audit log to a CSV file.
 
     \b
     Example:
       mgfen-scan audit export --db audit.db --csv verdicts.csv
     """
-    try:
-        n = export_csv(db_path, csv_path)
-    except MgfenError as exc:
-        _fail(exc, debug)
+    n = export_csv(db_path, csv_path)
     click.echo(f"wrote {n} verdicts to {csv_path}")
 
 

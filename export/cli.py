@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-import traceback
 from pathlib import Path
 
 import click
 
 from edge_runtime import names
-from edge_runtime.errors import MgfenError
+from edge_runtime.cli_errors import error_boundary
 from edge_runtime.manifest import sign_bundle
 from edge_runtime.signing import load_signing_key
 
@@ -34,7 +32,7 @@ Examples:
 @click.option("--int8", "int8", is_flag=True, help="Also write INT8 QDQ files (TensorRT and CPU flavours).")
 @click.option("--calib", type=click.Path(path_type=Path), help="Folder of real calibration images "
               "(a dataset root uses its train/ split).")
-@click.option("--calib-n", type=int, default=64, show_default=True, help="Number of calibration images.")
+@click.option("--calib-n", type=click.IntRange(min=1), default=64, show_default=True, help="Number of calibration images.")
 @click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]), default="entropy",
               show_default=True, help="Activation range method.")
 @click.option("--int8-flavours", type=click.Choice(["cpu,trt", "cpu", "trt"]), default="cpu,trt", show_default=True,
@@ -51,69 +49,59 @@ Examples:
               help="Private key (PEM, from mgfen-keygen): sign the written bundle (manifest.sig); checked "
                    "before the export starts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@error_boundary
 def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | None, calib_n: int,
          calib_method: str, int8_flavours: str, val: Path | None, max_int8_drop: float, force: bool, engine: bool,
-         precision: str, sign_key: Path | None, as_json: bool, debug: bool) -> None:
+         precision: str, sign_key: Path | None, as_json: bool) -> None:
     """Export checkpoint SOURCE into a bundle folder; or, with --engine and SOURCE a bundle folder,
     build that bundle's TensorRT engines on this device."""
     def log(msg: str) -> None:
         click.echo(msg, err=True)
 
-    try:
-        report: dict = {}
-        if source.is_dir() and (source / "manifest.json").is_file():
-            if not engine:
-                raise click.UsageError(f"{source} is a bundle; pass a checkpoint, or --engine to build engines")
-            if out is not None and out.resolve() != source.resolve():  # engines are built into SOURCE/engines
-                raise click.UsageError(f"--out is for exporting a checkpoint; `{source} --engine` builds into "
-                                       f"{source}/{names.ENGINE_DIR} (drop --out {out})")
-            bundle = source
-            if sign_key is not None:
-                raise click.UsageError("--sign signs a bundle written from a checkpoint; engines are not "
-                                       "covered by the signature")
-        else:
-            if out is None:
-                raise click.UsageError("--out BUNDLE is required when exporting a checkpoint")
-            if int8 and calib is None:
-                raise click.UsageError("--int8 needs --calib DIR with real images (random data is never used)")
-            signer = load_signing_key(sign_key) if sign_key is not None else None  # fail before the export
-            from export.bundle import ExportConfig, export_bundle  # torch is imported here, not for --engine
+    report: dict = {}
+    if source.is_dir() and (source / "manifest.json").is_file():
+        if not engine:
+            raise click.UsageError(f"{source} is a bundle; pass a checkpoint, or --engine to build engines")
+        if out is not None and out.resolve() != source.resolve():  # engines are built into SOURCE/engines
+            raise click.UsageError(f"--out is for exporting a checkpoint; `{source} --engine` builds into "
+                                   f"{source}/{names.ENGINE_DIR} (drop --out {out})")
+        bundle = source
+        if sign_key is not None:
+            raise click.UsageError("--sign signs a bundle written from a checkpoint; engines are not "
+                                   "covered by the signature")
+    else:
+        if out is None:
+            raise click.UsageError("--out BUNDLE is required when exporting a checkpoint")
+        if int8 and calib is None:
+            raise click.UsageError("--int8 needs --calib DIR with real images (random data is never used)")
+        signer = load_signing_key(sign_key) if sign_key is not None else None  # fail before the export
+        from export.bundle import ExportConfig, export_bundle  # torch is imported here, not for --engine
 
-            config = ExportConfig(opset=opset, int8=int8, calib=calib, calib_n=calib_n,
-                                  calib_method=calib_method, val=val, max_int8_drop=max_int8_drop, force=force,
-                                  int8_flavours=tuple(int8_flavours.split(",")))
-            signed: dict = {}
+        config = ExportConfig(opset=opset, int8=int8, calib=calib, calib_n=calib_n,
+                              calib_method=calib_method, val=val, max_int8_drop=max_int8_drop, force=force,
+                              int8_flavours=tuple(int8_flavours.split(",")))
+        signed: dict = {}
 
-            def seal(folder: Path) -> None:  # signs the staging folder, before it replaces --out
-                sig = sign_bundle(folder, signer)
-                signed.update(file=str(out / sig.name), key_id=signer.key_id)
+        def seal(folder: Path) -> None:  # signs the staging folder, before it replaces --out
+            sig = sign_bundle(folder, signer)
+            signed.update(file=str(out / sig.name), key_id=signer.key_id)
 
-            report = export_bundle(source, out, config, log, seal if signer is not None else None)
-            bundle = out
-            log(f"bundle written to {out}")
-            if signed:
-                report["signature"] = signed
-                log(f"signed {names.MANIFEST_FILE} with key {signed['key_id']} ({names.SIGNATURE_FILE})")
-        if engine:
-            from export.engine import ensure_engines
+        report = export_bundle(source, out, config, log, seal if signer is not None else None)
+        bundle = out
+        log(f"bundle written to {out}")
+        if signed:
+            report["signature"] = signed
+            log(f"signed {names.MANIFEST_FILE} with key {signed['key_id']} ({names.SIGNATURE_FILE})")
+    if engine:
+        from export.engine import ensure_engines
 
-            results = ensure_engines(bundle, precision, log=log)
-            for res in results.values():  # one verification line per engine, for a ticket
-                click.echo(res.line, err=as_json)  # stdout stays pure JSON with --json
-            report["engines"] = {g: {"plan": str(r.plan), "cached": r.cached, "verify": r.entry.get("verify")}
-                                 for g, r in results.items()}
-        if as_json:
-            click.echo(json.dumps(report, indent=2, default=str))
-    except click.ClickException:
-        raise
-    except MgfenError as exc:
-        if debug:
-            traceback.print_exc()
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        results = ensure_engines(bundle, precision, log=log)
+        for res in results.values():  # one verification line per engine, for a ticket
+            click.echo(res.line, err=as_json)  # stdout stays pure JSON with --json
+        report["engines"] = {g: {"plan": str(r.plan), "cached": r.cached, "verify": r.entry.get("verify")}
+                             for g, r in results.items()}
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import click
 
-from edge_runtime.errors import MgfenError
+from edge_runtime.cli_errors import OutputPath, error_boundary
 from train.baselines import DEFAULT_BATCH
-from train.bg_cli import debug_requested
 from train.image_stats import DUPLICATE_DISTANCE, HASH_BITS
 from train.resample import DEFAULT_FOLDS, N_BOOT, N_PERM
 
 
 @click.command("audit")
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out", type=OutputPath(folder=True), default=None,
               help="Folder to write audit.json, audit.md and audit.png (per-class histograms) into.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON to stdout (the text goes to stderr).")
 @click.option("--probe-sizes", default=None,
@@ -33,8 +32,8 @@ from train.resample import DEFAULT_FOLDS, N_BOOT, N_PERM
 @click.option("--preset", type=click.Choice(["edge", "paper"]), default="edge", show_default=True,
               help="Preset whose frame, global view and crop sizes the photos' pixel size is checked against.")
 @click.option("--batch", type=click.IntRange(1, 1024), default=DEFAULT_BATCH, show_default=True, help="Images read and probed per batch.")
-@click.pass_context
-def audit_cmd(ctx: click.Context, root: Path, out: Path | None, as_json: bool, probe_sizes: str | None,
+@error_boundary
+def audit_cmd(root: Path, out: Path | None, as_json: bool, probe_sizes: str | None,
               folds: int, seed: int, n_boot: int, n_perm: int, hash_distance: int, device: str, preset: str,
               batch: int) -> None:
     """Audit a data folder: counts, groups, per-class file metadata, near-duplicates, shortcut baselines
@@ -56,7 +55,7 @@ def audit_cmd(ctx: click.Context, root: Path, out: Path | None, as_json: bool, p
     from train.probe import DEFAULT_PROBE_SIZES, parse_probe_sizes
 
     bar = tqdm(desc="audit", unit="image", file=sys.stderr, disable=None, leave=False)
-    try:
+    try:  # the bar is closed before an error line is printed
         resolve_device(device)
         sizes = DEFAULT_PROBE_SIZES if probe_sizes is None else parse_probe_sizes(probe_sizes)
 
@@ -67,13 +66,9 @@ def audit_cmd(ctx: click.Context, root: Path, out: Path | None, as_json: bool, p
         report = audit_folder(root, probe_sizes=sizes, folds=folds, seed=seed, n_boot=n_boot, n_perm=n_perm,
                               hash_distance=hash_distance, device=device, batch=batch, progress=bar.update,
                               on_start=start, preprocess=PRESETS[preset].preprocess)
-        bar.close()
         written = write_audit(report, out) if out is not None else []
-    except (MgfenError, OSError) as exc:
+    finally:
         bar.close()
-        if debug_requested(ctx):
-            raise
-        raise click.ClickException(str(exc)) from None
     click.echo(format_text(report), err=as_json)
     click.echo(f"took {report['seconds']:.1f} s" + (f"; wrote {', '.join(str(p) for p in written)}" if written else ""),
                err=as_json)

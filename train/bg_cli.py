@@ -15,25 +15,11 @@ import click
 import cv2
 import numpy as np
 
+from edge_runtime.cli_errors import OutputPath, error_boundary
 from edge_runtime.errors import MgfenError
 from train.blend import BLEND_MODES
 
 _THUMB = 200
-
-
-def debug_requested(ctx: click.Context | None) -> bool:
-    """True when --debug was given to this command or a group above it (ctx.obj["debug"])."""
-    while ctx is not None:
-        if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
-            return True
-        ctx = ctx.parent
-    return False
-
-
-def _fail(ctx: click.Context, exc: Exception) -> None:
-    if debug_requested(ctx):
-        raise exc
-    raise click.ClickException(str(exc)) from None
 
 
 # -------------------------------------------------------------------------------------------- masks
@@ -164,35 +150,31 @@ Examples:
 @click.option("--ref-mask", "ref_masks", multiple=True, type=click.Path(path_type=Path), help="Its foreground mask (8-bit, same size; one per --ref).")
 @click.option("--ref-box", "ref_boxes", multiple=True, help="Instead of --ref-mask: X,Y,W,H box around the object in the reference's pixels (one per --ref); GrabCut inside it makes the reference mask.")
 @click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset folder to segment.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Masks folder (default DATA/masks, the dataset layout).")
+@click.option("--out", type=OutputPath(folder=True), default=None, help="Masks folder (default DATA/masks, the dataset layout).")
 @click.option("--overwrite", is_flag=True, help="Replace mask files that already exist.")
 @click.option("--sheet-max", type=click.IntRange(1, 1000), default=64, show_default=True, help="Tiles in the contact sheet (least confident first).")
-@click.option("--threads", type=int, default=2, show_default=True, help="torch CPU threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch CPU threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-@click.pass_context
-def masks_cmd(ctx: click.Context, refs, ref_masks, ref_boxes, data: Path, out: Path | None, overwrite: bool, sheet_max: int,
+@error_boundary
+def masks_cmd(refs, ref_masks, ref_boxes, data: Path, out: Path | None, overwrite: bool, sheet_max: int,
               threads: int, as_json: bool) -> None:
     """One-shot foreground masks from one or a few reference images with masks or boxes (no SAM).
 
     Writes DATA/masks/<same relative path>.png, DATA/masks/confidence.csv (a per-image confidence in
     [0, 1]) and DATA/masks/contact_sheet.jpg (overlays, least confident first) to check by eye.
     """
-    try:
-        import torch
-        from tqdm import tqdm
+    import torch
+    from tqdm import tqdm
 
-        from edge_runtime.preprocess import list_images
-        from train.foreground import load_references
+    from edge_runtime.preprocess import list_images
+    from train.foreground import load_references
 
-        torch.set_num_threads(max(1, threads))
-        pairs = load_references(list(refs), list(ref_masks), list(ref_boxes))
-        target = out if out is not None else data / "masks"
-        total = len(list_images(data)) if data.is_dir() else 0
-        with tqdm(total=total, desc="masks", unit="img", disable=as_json) as bar:
-            summary = make_masks(pairs, data, target, overwrite=overwrite, sheet_max=sheet_max, progress=bar.update)
-    except MgfenError as exc:
-        _fail(ctx, exc)
-        return
+    torch.set_num_threads(threads)
+    pairs = load_references(list(refs), list(ref_masks), list(ref_boxes))
+    target = out if out is not None else data / "masks"
+    total = len(list_images(data)) if data.is_dir() else 0
+    with tqdm(total=total, desc="masks", unit="img", disable=as_json) as bar:
+        summary = make_masks(pairs, data, target, overwrite=overwrite, sheet_max=sheet_max, progress=bar.update)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -214,7 +196,7 @@ Examples:
 
 @click.command("augment", epilog=AUGMENT_EXAMPLES)
 @click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset folder with masks/.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output dataset folder.")
+@click.option("--out", required=True, type=OutputPath(folder=True), help="Output dataset folder.")
 @click.option("--backgrounds", type=click.Path(path_type=Path), default=None, help="Folder of background photos (recursive). Default: procedural families.")
 @click.option("--families/--no-families", default=None, help="Also use the procedural families (default: only when no --backgrounds).")
 @click.option("--copies", type=click.IntRange(1, 1000), default=4, show_default=True, help="Background-replaced copies per image.")
@@ -223,22 +205,18 @@ Examples:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an earlier augment output in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-@click.pass_context
-def augment_cmd(ctx: click.Context, data: Path, out: Path, backgrounds: Path | None, families: bool | None, copies: int,
+@error_boundary
+def augment_cmd(data: Path, out: Path, backgrounds: Path | None, families: bool | None, copies: int,
                 blend: str, splits: str, seed: int, overwrite: bool, as_json: bool) -> None:
     """Write background-replaced copies of a dataset (same layout, masks, manifest.csv with a background column)."""
-    try:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        from train.augment import OfflineAugmentConfig, augment_dataset
+    from train.augment import OfflineAugmentConfig, augment_dataset
 
-        library = make_library(backgrounds, families)
-        cfg = OfflineAugmentConfig(copies=copies, blend=blend, splits=tuple(s.strip() for s in splits.split(",") if s.strip()), seed=seed)
-        with tqdm(desc="augment", unit="img", disable=as_json) as bar:
-            summary = augment_dataset(data, out, library, cfg, overwrite=overwrite, progress=bar.update)
-    except MgfenError as exc:
-        _fail(ctx, exc)
-        return
+    library = make_library(backgrounds, families)
+    cfg = OfflineAugmentConfig(copies=copies, blend=blend, splits=tuple(s.strip() for s in splits.split(",") if s.strip()), seed=seed)
+    with tqdm(desc="augment", unit="img", disable=as_json) as bar:
+        summary = augment_dataset(data, out, library, cfg, overwrite=overwrite, progress=bar.update)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

@@ -11,6 +11,7 @@ import click
 import cv2
 import numpy as np
 
+from edge_runtime.cli_errors import OutputPath, debug_option, error_boundary
 from edge_runtime.errors import MgfenError
 from edge_runtime.names import CLASS_NAMES
 
@@ -18,16 +19,9 @@ _ZOOM = 224  # full-resolution crop side shown in the contact sheet
 _THUMB = 448  # side of the whole-frame thumbnail (the paper's global view size)
 
 
-def _fail(debug: bool, exc: Exception) -> None:
-    if debug:
-        raise exc
-    raise click.ClickException(str(exc)) from None
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
-@click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+@debug_option
+def main() -> None:
     """Make and inspect MGFEN datasets.
 
     \b
@@ -36,11 +30,10 @@ def main(ctx: click.Context, debug: bool) -> None:
       mgfen-data synth --out runs/hard --n 600 --strength 0.5 --bias 0.95 --backgrounds ~/photos
       mgfen-data show runs/data --out runs/sheet.png --pairs 4
     """
-    ctx.obj = {"debug": debug}
 
 
 @main.command()
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (must be empty unless --overwrite).")
+@click.option("--out", "out", required=True, type=OutputPath(folder=True), help="Output folder (must be empty unless --overwrite).")
 @click.option("--n", "n", default=300, show_default=True, type=int, help="Number of frames.")
 @click.option("--size", default=1024, show_default=True, type=int, help="Frame side in pixels (square frames).")
 @click.option("--bias", default=0.9, show_default=True, type=float, help="Train split: probability that the background comes from the own class's half.")
@@ -48,11 +41,11 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--dot-pitch", default=3.5, show_default=True, type=float, help="Halftone dot pitch in frame pixels.")
 @click.option("--backgrounds", type=click.Path(path_type=Path), default=None, help="Folder of background photos (searched recursively) instead of procedural families.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed: same seed, same bytes.")
-@click.option("--workers", default=2, show_default=True, type=int, help="Worker processes (does not change the output).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Worker processes (does not change the output).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier synth output in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary to stdout.")
-@click.pass_context
-def synth(ctx: click.Context, out: Path, n: int, size: int, bias: float, strength: float, dot_pitch: float,
+@error_boundary
+def synth(out: Path, n: int, size: int, bias: float, strength: float, dot_pitch: float,
           backgrounds: Path | None, seed: int, workers: int, overwrite: bool, as_json: bool) -> None:
     """Write the embedded synthetic tag dataset (genuine vs counterfeit micro features).
 
@@ -65,14 +58,10 @@ def synth(ctx: click.Context, out: Path, n: int, size: int, bias: float, strengt
 
     from train.synth import SynthConfig, generate_dataset
 
-    try:
-        config = SynthConfig(n=n, size=size, bias=bias, strength=strength, seed=seed, dot_pitch=dot_pitch,
-                             backgrounds=str(backgrounds) if backgrounds is not None else None)
-        with tqdm(total=n, desc="synth", unit="frame", file=sys.stderr, disable=None) as bar:
-            summary = generate_dataset(out, config, workers=workers, overwrite=overwrite, progress=bar.update)
-    except (MgfenError, OSError) as exc:
-        _fail(ctx.obj["debug"], exc)
-        return
+    config = SynthConfig(n=n, size=size, bias=bias, strength=strength, seed=seed, dot_pitch=dot_pitch,
+                         backgrounds=str(backgrounds) if backgrounds is not None else None)
+    with tqdm(total=n, desc="synth", unit="frame", file=sys.stderr, disable=None) as bar:
+        summary = generate_dataset(out, config, workers=workers, overwrite=overwrite, progress=bar.update)
     c = summary["counts"]
     per_split = ", ".join(f"{sp} {sum(c[sp].values())}" for sp in c)
     b = summary["measured_bias"]
@@ -88,7 +77,11 @@ def _read_rows(root: Path) -> list[dict[str, str]]:
     manifest = root / "manifest.csv"
     if manifest.is_file():
         with open(manifest, newline="") as f:
-            return list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            missing = [c for c in ("path", "label") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise MgfenError(f"{manifest}: no {' or '.join(missing)} column (the header needs path and label)")
+            return list(reader)
     rows = []
     for p in sorted(root.rglob("*")):
         if p.suffix.lower() in (".png", ".jpg", ".jpeg") and "masks" not in p.relative_to(root).parts:
@@ -97,6 +90,18 @@ def _read_rows(root: Path) -> list[dict[str, str]]:
                 split = rel.parts[-3] if len(rel.parts) >= 3 else ""
                 rows.append({"path": rel.as_posix(), "split": split, "label": rel.parts[-2], "group": "", "background": ""})
     return rows
+
+
+def _read_regions(path: Path) -> dict:
+    """regions.json of a synth dataset: {image path: {feature: corners}}; MgfenError when it is not."""
+    try:
+        regions = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MgfenError(f"{path}: not valid JSON ({exc}) (delete it, or write the dataset again)") from None
+    if not isinstance(regions, dict):
+        raise MgfenError(f"{path}: expected a JSON object of image path -> regions (delete it, or write the "
+                         f"dataset again)")
+    return regions
 
 
 def _label_bar(width: int, text: str, colour: tuple[int, int, int]) -> np.ndarray:
@@ -140,7 +145,7 @@ def contact_sheet(root: Path, pairs: int) -> np.ndarray:
     if not rows:
         raise MgfenError(f"{root} holds no dataset images (expected manifest.csv or split/class folders)")
     reg_file = root / "regions.json"
-    regions = json.loads(reg_file.read_text()) if reg_file.is_file() else {}
+    regions = _read_regions(reg_file) if reg_file.is_file() else {}
     pick = []
     for cls in CLASS_NAMES:
         cls_rows = [r for r in rows if r["label"] == cls]
@@ -161,37 +166,33 @@ def contact_sheet(root: Path, pairs: int) -> np.ndarray:
 
 @main.command()
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG file to write.")
+@click.option("--out", "out", required=True, type=OutputPath(), help="PNG file to write.")
 @click.option("--pairs", default=4, show_default=True, type=click.IntRange(1, 64), help="Rows of genuine | counterfeit.")
-@click.pass_context
-def show(ctx: click.Context, root: Path, out: Path, pairs: int) -> None:
+@error_boundary
+def show(root: Path, out: Path, pairs: int) -> None:
     """Write a contact sheet PNG: genuine beside counterfeit, each with a full-resolution micro-feature zoom.
 
     Example: mgfen-data show runs/data --out runs/sheet.png --pairs 4
     """
-    try:
-        if not root.is_dir():
-            raise MgfenError(f"dataset folder {root} does not exist")
-        sheet = contact_sheet(root, pairs)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        ok, buf = cv2.imencode(".png", sheet)
-        if not ok:
-            raise MgfenError("PNG encoding failed")
-        out.write_bytes(buf.tobytes())
-    except (MgfenError, OSError) as exc:
-        _fail(ctx.obj["debug"], exc)
-        return
+    if not root.is_dir():
+        raise MgfenError(f"dataset folder {root} does not exist")
+    sheet = contact_sheet(root, pairs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", sheet)
+    if not ok:
+        raise MgfenError("PNG encoding failed")
+    out.write_bytes(buf.tobytes())
     click.echo(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]})")
 
 
 @main.command()
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False, path_type=Path), help="datasets/<name>/manifest.csv (source,commit,path,sha1,label,group).")
 @click.option("--repo", required=True, type=click.Path(path_type=Path), help="Local copy of the source repository: git clone, bare git dir, or a folder with its files.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write OUT/<label>/<file> and OUT/manifest.csv into (must be empty).")
+@click.option("--out", "out", required=True, type=OutputPath(folder=True), help="Folder to write OUT/<label>/<file> and OUT/manifest.csv into (must be empty).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary to stdout.")
-@click.pass_context
-def arrange(ctx: click.Context, manifest: Path, repo: Path, out: Path, overwrite: bool, as_json: bool) -> None:
+@error_boundary
+def arrange(manifest: Path, repo: Path, out: Path, overwrite: bool, as_json: bool) -> None:
     """Arrange a real dataset from a local copy of its public repository (bytes unchanged, SHA-1 checked).
 
     \b
@@ -202,11 +203,7 @@ def arrange(ctx: click.Context, manifest: Path, repo: Path, out: Path, overwrite
     """
     from train.real_data import arrange as arrange_dataset
 
-    try:
-        summary = arrange_dataset(manifest, repo, out, overwrite=overwrite)
-    except (MgfenError, OSError) as exc:
-        _fail(ctx.obj["debug"], exc)
-        return
+    summary = arrange_dataset(manifest, repo, out, overwrite=overwrite)
     per = ", ".join(f"{lab} {n} images / {summary['groups'][lab]} groups" for lab, n in summary["images"].items())
     click.echo(f"arranged {summary['total']} files ({summary['bytes'] / 1e6:.1f} MB; {per}) into {out}", err=as_json)
     if as_json:

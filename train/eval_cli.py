@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edge_runtime.errors import MgfenError
+from edge_runtime.cli_errors import OutputPath, error_boundary
 from train.bg_cli import bg_suite_options
 from train.risk_coverage import format_table
 
@@ -24,53 +24,48 @@ Examples:
 @click.option("--ckpt", required=True, type=click.Path(), help="Checkpoint (RUN/best.pt).")
 @click.option("--data", required=True, type=click.Path(), help="Data folder.")
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="test", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for report.json and overlays (default: none written).")
-@click.option("--samples", type=int, default=8, show_default=True, help="Heatmap overlays to draw.")
+@click.option("--out", type=OutputPath(folder=True), default=None, help="Folder for report.json and overlays (default: none written).")
+@click.option("--samples", type=click.IntRange(min=0), default=8, show_default=True, help="Heatmap overlays to draw.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Split seed for folders without splits.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
 @click.option("--baselines", is_flag=True, help="Also fit the shortcut baselines and the linear probe on the train split, score them on --split and compare.")
 @click.option("--probe-sizes", default=None, help="With --baselines: linear-probe input sides, comma-separated, or 'none' [default: as mgfen-data audit].")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
 @bg_suite_options
-def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baselines, probe_sizes, debug, bg_suite, bg_m,
+@error_boundary
+def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baselines, probe_sizes, bg_suite, bg_m,
          bg_blend, bg_source, masks_dir) -> None:
     """Evaluate a checkpoint: accuracy, precision, recall, F1, ROC-AUC, confusion matrix; at the checkpoint's
     decision thresholds coverage, accuracy on decided items and counterfeit recall; the risk-coverage table
     (and picture in --out); heatmap overlays."""
-    try:
-        if bg_suite:
-            from train.bg_cli import bg_suite_report, print_bg_suite
+    if bg_suite:
+        from train.bg_cli import bg_suite_report, print_bg_suite
 
-            result = bg_suite_report(Path(ckpt), Path(data), split=split, out=Path(out) if out else None,
-                                     device=device, batch=batch, adversarial_m=bg_m, blend=bg_blend,
-                                     background_source=bg_source, masks=Path(masks_dir) if masks_dir else None,
-                                     seed=seed)
-            if as_json:
-                click.echo(json.dumps(result, indent=2))
-            else:
-                print_bg_suite(result)
-            return
-        from train.evaluate import evaluate_checkpoint
+        result = bg_suite_report(Path(ckpt), Path(data), split=split, out=Path(out) if out else None,
+                                 device=device, batch=batch, adversarial_m=bg_m, blend=bg_blend,
+                                 background_source=bg_source, masks=Path(masks_dir) if masks_dir else None,
+                                 seed=seed)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            print_bg_suite(result)
+        return
+    from train.evaluate import evaluate_checkpoint
 
-        if baselines:
-            from train.eval_baselines import check_split
+    if baselines:
+        from train.eval_baselines import check_split
 
-            check_split(split)  # before any model runs
-        report = evaluate_checkpoint(Path(ckpt), Path(data), split=split, out=Path(out) if out else None,
-                                     device=device, batch=batch, samples=samples, seed=seed)
-        if baselines:
-            from train.eval_baselines import baselines_vs_checkpoint
-            from train.probe import DEFAULT_PROBE_SIZES, parse_probe_sizes
+        check_split(split)  # before any model runs
+    report = evaluate_checkpoint(Path(ckpt), Path(data), split=split, out=Path(out) if out else None,
+                                 device=device, batch=batch, samples=samples, seed=seed)
+    if baselines:
+        from train.eval_baselines import baselines_vs_checkpoint
+        from train.probe import DEFAULT_PROBE_SIZES, parse_probe_sizes
 
-            sizes = DEFAULT_PROBE_SIZES if probe_sizes is None else parse_probe_sizes(probe_sizes)
-            report["baselines"] = baselines_vs_checkpoint(Path(ckpt), Path(data), split=split, probe_sizes=sizes,
-                                                          device=device, batch=batch, seed=seed)
-    except MgfenError as exc:
-        if debug:
-            raise
-        raise click.ClickException(str(exc)) from None
+        sizes = DEFAULT_PROBE_SIZES if probe_sizes is None else parse_probe_sizes(probe_sizes)
+        report["baselines"] = baselines_vs_checkpoint(Path(ckpt), Path(data), split=split, probe_sizes=sizes,
+                                                      device=device, batch=batch, seed=seed)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

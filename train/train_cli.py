@@ -7,7 +7,7 @@ import json
 
 import click
 
-from edge_runtime.errors import MgfenError
+from edge_runtime.cli_errors import OutputPath, error_boundary
 from train.backbones import BACKBONES
 from train.bg_cli import bg_train_options
 from train.model import PRESETS
@@ -31,7 +31,7 @@ Examples:
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Data folder ([split/]class/*.png, manifest.csv).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder for checkpoints, metrics and config.")
+@click.option("--out", required=True, type=OutputPath(folder=True), help="Run folder for checkpoints, metrics and config.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULTS["preset"], show_default=True)
 @click.option("--backbone", type=click.Choice(BACKBONES), default=None, help="Override the preset's backbone.")
 @click.option("--pretrained", default=DEFAULTS["pretrained"], show_default=True, help="auto | none | PATH to a weights file.")
@@ -58,35 +58,30 @@ Examples:
 @click.option("--head-epochs", type=int, default=None, help="First N epochs train the heads only on frozen features (default: the preset's).")
 @click.option("--freeze-bn/--train-bn", default=None, help="Keep backbone BatchNorm statistics at their pretrained values (default: the preset's).")
 @click.option("--select", type=click.Choice(SELECT_METRICS), default=None, help="Best epoch by val accuracy or AUC (default: the preset's).")
-@click.option("--stability", type=int, default=DEFAULTS["stability"], help="Train on N seeded group-aware 7:2:1 splits; mean +- std table.")
-@click.option("--threads", type=int, default=DEFAULTS["threads"], show_default=True, help="torch CPU threads.")
-@click.option("--workers", type=int, default=DEFAULTS["workers"], show_default=True, help="DataLoader worker processes.")
+@click.option("--stability", type=click.IntRange(min=0), default=DEFAULTS["stability"], help="Train on N seeded group-aware 7:2:1 splits; mean +- std table.")
+@click.option("--threads", type=click.IntRange(min=1), default=DEFAULTS["threads"], show_default=True, help="torch CPU threads.")
+@click.option("--workers", type=click.IntRange(min=0), default=DEFAULTS["workers"], show_default=True, help="DataLoader worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.option("--target-recall", type=float, default=DEFAULTS["target_recall"], show_default=True, help="Counterfeit recall on val that the fitted genuine_at threshold keeps (train.thresholds).")
 @click.option("--target-precision", type=float, default=DEFAULTS["target_precision"], show_default=True, help="Val precision of counterfeit calls that fits counterfeit_at; between the two: uncertain.")
 @bg_train_options(bg_replace=DEFAULTS["bg_replace"], blend=DEFAULTS["blend"], fg_prior=DEFAULTS["fg_prior"])
+@error_boundary
 def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, seed, resume, no_fpn, no_parts,
          part_backbone, global_weight, part_weight, no_augment, frame_size, fit_frame, global_size, crop_size, k, backbone_lr_scale,
-         head_epochs, freeze_bn, select, stability, threads, workers, as_json, debug,
+         head_epochs, freeze_bn, select, stability, threads, workers, as_json,
          target_recall, target_precision, bg_replace, backgrounds, blend, fg_prior) -> None:
     """Train MGFEN (global branch + FPN heatmap + full-resolution part crops) and test the best epoch."""
-    try:
-        from train.trainer import train
+    from train.trainer import train
 
-        cfg = TrainConfig(data=data, out=out, preset=preset, backbone=backbone, pretrained=pretrained, epochs=epochs,
-                          batch=batch, lr=lr, device=device, seed=seed, resume=resume, fpn=not no_fpn,
-                          use_parts=not no_parts, part_backbone=part_backbone, global_weight=global_weight,
-                          part_weight=part_weight, augment=not no_augment, frame_size=frame_size, fit_frame=fit_frame,
-                          global_size=global_size, crop_size=crop_size, k=k, backbone_lr_scale=backbone_lr_scale,
-                          head_epochs=head_epochs, freeze_bn=freeze_bn, select=select, stability=stability, threads=threads,
-                          workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend,
-                          fg_prior=fg_prior, target_recall=target_recall, target_precision=target_precision)
-        summary = train(cfg)
-    except MgfenError as exc:
-        if debug:
-            raise
-        raise click.ClickException(str(exc)) from None
+    cfg = TrainConfig(data=data, out=out, preset=preset, backbone=backbone, pretrained=pretrained, epochs=epochs,
+                      batch=batch, lr=lr, device=device, seed=seed, resume=resume, fpn=not no_fpn,
+                      use_parts=not no_parts, part_backbone=part_backbone, global_weight=global_weight,
+                      part_weight=part_weight, augment=not no_augment, frame_size=frame_size, fit_frame=fit_frame,
+                      global_size=global_size, crop_size=crop_size, k=k, backbone_lr_scale=backbone_lr_scale,
+                      head_epochs=head_epochs, freeze_bn=freeze_bn, select=select, stability=stability, threads=threads,
+                      workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend,
+                      fg_prior=fg_prior, target_recall=target_recall, target_precision=target_precision)
+    summary = train(cfg)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif "summary" in summary:
