@@ -22,7 +22,11 @@ from edge_runtime.preprocess import PreprocessConfig
 from edge_runtime.roi import Thresholds
 from edge_runtime.signing import SigningError, SigningKey, load_signing_key, verify_manifest, write_signature
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # the manifest's layout (keys and their meaning): read only when equal
+# What a bundle holds and how export/ made it. Bump it (and the toolkit version) with any change to that;
+# the runtime refuses a bundle of a newer format and reads older ones. A manifest without the field is 1.
+# 2 (toolkit 0.2.0): the field itself; bundles written by the transactional export.
+BUNDLE_FORMAT = 2
 PRECISIONS = ("fp32", "fp16", "int8")
 FLAVOURS = (None, "cpu", "trt")
 
@@ -68,6 +72,7 @@ class Manifest:
     calibration: dict | None = None
     schema_version: int = SCHEMA_VERSION
     toolkit_version: str = __version__
+    bundle_format: int = BUNDLE_FORMAT
 
     @property
     def positive_index(self) -> int:
@@ -85,6 +90,7 @@ class Manifest:
         return {
             "schema_version": self.schema_version,
             "toolkit_version": self.toolkit_version,
+            "bundle_format": self.bundle_format,
             "classes": list(self.classes),
             "preprocess": self.preprocess.to_dict(),
             "k": self.k,
@@ -103,9 +109,10 @@ class Manifest:
         """Parse a manifest dict; unknown or missing keys and bad values raise BundleError."""
         if not isinstance(data, dict):
             raise BundleError("manifest: top level must be a JSON object")
+        bundle_format = check_bundle_format(data.get("bundle_format", 1))  # first: a newer one may add keys
         required = {"schema_version", "classes", "preprocess", "k", "box_size", "global_weight",
                     "use_parts", "thresholds", "tensors", "files"}
-        optional = {"toolkit_version", "provenance", "calibration"}
+        optional = {"toolkit_version", "bundle_format", "provenance", "calibration"}
         missing = sorted(required - set(data))
         unknown = sorted(set(data) - required - optional)
         if missing:
@@ -139,12 +146,23 @@ class Manifest:
                 calibration=data.get("calibration"),
                 schema_version=int(data["schema_version"]),
                 toolkit_version=str(data.get("toolkit_version", "")),
+                bundle_format=bundle_format,
             )
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise BundleError(f"manifest: {exc}") from None
         if len(manifest.classes) < 2 or manifest.k < 1 or not 0.0 < manifest.box_size <= 1.0:
             raise BundleError("manifest: need >= 2 classes, k >= 1 and 0 < box_size <= 1")
         return manifest
+
+
+def check_bundle_format(value: object) -> int:
+    """The bundle format of a manifest, when this toolkit reads it; BundleError for a newer or bad one."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BundleError(f"manifest: bundle_format must be an integer >= 1, got {value!r}")
+    if value > BUNDLE_FORMAT:
+        raise BundleError(f"manifest: bundle format {value} is newer than this toolkit reads ({BUNDLE_FORMAT}); "
+                          f"upgrade mgfen")
+    return value
 
 
 @dataclass(frozen=True)
@@ -222,7 +240,10 @@ def bundle_from_bytes(root: str | Path, raw: bytes, verify: bool = True) -> Bund
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
-    manifest = Manifest.from_dict(data)
+    try:
+        manifest = Manifest.from_dict(data)
+    except BundleError as exc:
+        raise BundleError(f"{path}: {exc}") from None
     for name, entry in sorted(manifest.files.items()):
         file = root / name
         if not file.is_file():

@@ -1,11 +1,15 @@
-"""Bundle manifest: round trip, sha256 checks, unknown keys, schema version, missing files."""
+"""Bundle manifest: round trip, sha256 checks, unknown keys, schema version, bundle format, missing files."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import edge_runtime
 from edge_runtime.errors import BundleError
-from edge_runtime.manifest import FileEntry, Manifest, load_bundle, sha256_file, write_manifest
+from edge_runtime.manifest import BUNDLE_FORMAT, FileEntry, Manifest, load_bundle, sha256_file, write_manifest
 from edge_runtime.names import CLASS_NAMES, MANIFEST_FILE, model_file
 from edge_runtime.preprocess import PreprocessConfig
 from edge_runtime.roi import Thresholds
@@ -89,6 +93,53 @@ def test_not_json(bundle):
     (bundle / MANIFEST_FILE).write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         load_bundle(bundle)
+
+
+def test_bundle_records_its_format_and_the_one_toolkit_version(bundle):
+    data = json.loads((bundle / MANIFEST_FILE).read_text())
+    assert data["bundle_format"] == BUNDLE_FORMAT and data["toolkit_version"] == edge_runtime.__version__
+    assert load_bundle(bundle).manifest.bundle_format == BUNDLE_FORMAT
+
+
+def test_newer_bundle_format_is_refused_in_one_line(bundle):
+    path = bundle / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    data["bundle_format"] = BUNDLE_FORMAT + 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError) as info:
+        load_bundle(bundle)
+    assert str(info.value) == (f"{path}: manifest: bundle format {BUNDLE_FORMAT + 1} is newer than this toolkit "
+                               f"reads ({BUNDLE_FORMAT}); upgrade mgfen")
+
+
+@pytest.mark.parametrize("value", ["2", 0, True, None])
+def test_bad_bundle_format_is_refused(bundle, value):
+    path = bundle / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    data["bundle_format"] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="bundle_format must be an integer"):
+        load_bundle(bundle)
+
+
+def test_older_bundle_without_the_format_field_loads(bundle):
+    path = bundle / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    del data["bundle_format"]
+    data["toolkit_version"] = "0.1.0"
+    path.write_text(json.dumps(data))
+    loaded = load_bundle(bundle).manifest
+    assert loaded.bundle_format == 1 and loaded.toolkit_version == "0.1.0"
+
+
+def test_setup_cfg_reads_the_version_from_the_light_package():
+    root = Path(__file__).resolve().parents[1]
+    assert "version = attr: edge_runtime.__version__" in (root / "setup.cfg").read_text()
+    # what setuptools evaluates for `attr:` must not pull in the scanner's heavy dependencies
+    code = ("import sys, edge_runtime; print(edge_runtime.__version__); "
+            "print(','.join(m for m in ('numpy', 'cv2', 'onnxruntime', 'onnx', 'torch', 'click') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [edge_runtime.__version__, ""]
 
 
 def test_write_refuses_missing_file(tmp_path):
