@@ -106,29 +106,31 @@ def first_existing(path: Path) -> Path:
 
 
 def output_problem(path: Path, folder: bool = False) -> Optional[str]:
-    """Why `path` cannot be written (a file, or a folder with `folder`), or None when it can. Missing
-    parent folders are fine (the writer creates them); a file on the way, or no permission, is not."""
+    """Why `path` cannot be written (a file, or a folder with `folder`) as `<path>: cannot write: <why>`,
+    or None when it can. Missing parent folders are fine (the writer creates them); a file on the way, or
+    no permission, is not."""
     target = Path(os.path.abspath(path))
+    why = None
     if target.exists():
         if folder and not target.is_dir():
-            return f"{target} is a file, not a folder"
-        if not folder and target.is_dir():
-            return f"{target} is a folder; give a file path"
-        if not os.access(target, os.W_OK):
-            return f"{target}: no permission to write"
-        return None
-    base = first_existing(target.parent)
-    if not base.is_dir():
-        return f"{base} is a file, not a folder (cannot create {target})"
-    if not os.access(base, os.W_OK | os.X_OK):
-        return f"{base}: no permission to write (cannot create {target})"
-    return None
+            why = "it is a file, not a folder"
+        elif not folder and target.is_dir():
+            why = "it is a folder, not a file"
+        elif not os.access(target, os.W_OK):
+            why = "no permission to write it"
+    else:
+        base = first_existing(target.parent)
+        if not base.is_dir():
+            why = f"{base} is a file, not a folder"
+        elif not os.access(base, os.W_OK | os.X_OK):
+            why = f"no permission to write in {base}"
+    return None if why is None else f"{target}: cannot write: {why}"
 
 
 class OutputPath(click.Path):
-    """A click.Path for something the command will write: checked before the command runs, so a long
-    scan or training never ends in a failed write. Missing parent folders are created by the writer.
-    `-` (stdout) passes when allow_dash is set."""
+    """A click.Path for something the command will write, checked before the command runs, so a long
+    scan or training never ends in a failed write; an unwritable one is a failure (exit 1), one line.
+    Missing parent folders are created by the writer (write_text). `-` (stdout) passes with allow_dash."""
 
     def __init__(self, folder: bool = False, allow_dash: bool = False) -> None:
         super().__init__(file_okay=not folder, dir_okay=folder, allow_dash=allow_dash, path_type=Path)
@@ -140,7 +142,8 @@ class OutputPath(click.Path):
             return path
         problem = output_problem(Path(path), folder=self.folder)
         if problem is not None:
-            self.fail(problem, param, ctx)
+            option = param.opts[0] if param is not None and param.opts else "the output"
+            raise click.ClickException(f"{problem} (give {option} a path in a folder you can write to)")
         return path
 
 

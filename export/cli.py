@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edge_runtime import names
-from edge_runtime.cli_errors import error_boundary
+from edge_runtime.cli_errors import OutputPath, error_boundary
 from edge_runtime.manifest import sign_bundle
 from edge_runtime.signing import load_signing_key
 
@@ -25,7 +25,7 @@ Examples:
 
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), help="Bundle folder to write (created if needed); a "
+@click.option("--out", type=OutputPath(folder=True), help="Bundle folder to write (created if needed); a "
               "previous bundle there is replaced only when the new one passed every check.")
 @click.option("--opset", type=int, default=17, show_default=True,
               help="ONNX opset (13..20; TensorRT 8.x, JetPack 5 and 6.0, parses <= 17).")
