@@ -82,8 +82,6 @@ def error_boundary(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except click.ClickException:
-            raise
         except (MgfenError, OSError) as exc:
             if debug_requested():
                 raise
