@@ -1,4 +1,4 @@
-"""Audit log: every verdict in SQLite, with an evidence JPEG for counterfeit and uncertain verdicts.
+"""Audit log: every verdict in SQLite, with an evidence JPEG for counterfeit, uncertain and unknown verdicts.
 
 Durability: WAL journal with synchronous=FULL, one transaction per verdict. The evidence JPEG is
 written to a temporary file, fsynced, renamed into place and its folder fsynced BEFORE the row that
@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS verdicts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
     session TEXT NOT NULL,
-    verdict TEXT NOT NULL CHECK (verdict IN ('genuine', 'counterfeit', 'uncertain')),
+    verdict TEXT NOT NULL CHECK (verdict IN ('genuine', 'counterfeit', 'uncertain', 'unknown')),
     probability REAL NOT NULL,
     frames_used INTEGER NOT NULL,
     reason TEXT,
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS verdicts (
     model_sha256 TEXT NOT NULL,
     evidence TEXT
 )"""
-EVIDENCE_FOR = ("counterfeit", "uncertain")
+EVIDENCE_FOR = ("counterfeit", "uncertain", "unknown")
 JPEG_QUALITY = 92
 
 

@@ -1,0 +1,157 @@
+"""Novelty score: how unlike the training set a frame is, from the global graph's pooled features.
+
+    table = fit_novelty(train_feats, val_feats, target_rate=DEFAULT_TARGET_RATE)   # at the end of training
+    save_table(table, bundle / names.NOVELTY_FILE)                                  # export
+    table = load_table(bundle / names.NOVELTY_FILE)                                 # the scanner
+    score = table.score(features)            # features [D] or [N,D] float -> float / [N] float64
+    table.is_unknown(score)                  # score > threshold
+
+The score is the squared Mahalanobis distance to the train split's mean, divided by D (about 1 for an
+in-domain frame), with a Ledoit-Wolf shrunk covariance: with a few hundred train images and D in the
+hundreds or thousands the sample covariance is singular, and shrinking it towards a scaled identity
+makes it invertible with the shrinkage estimated from the data (no knob). The threshold is the val
+scores' (1 - target_rate) quantile, so about target_rate of in-domain frames are refused. When val is
+too small for that quantile (fewer than 1 / target_rate images) it is the same quantile of held-out
+train scores (K-fold: each fold scored by a fit on the others), because scores of the very images a
+fit saw are far too low when N is small against D. numpy only: the scanner computes it on the device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import BundleError
+
+DEFAULT_TARGET_RATE = 0.02  # in-domain frames the threshold refuses (false refusal)
+UNKNOWN = "unknown"  # the fourth answer: not what this scanner was trained on
+FOLDS = 5
+MIN_FIT = 2  # fewest images a fit needs
+
+
+@dataclass(frozen=True)
+class NoveltyTable:
+    """mean [D] float64; precision [D,D] float64 (inverse of the shrunk covariance); threshold on the
+    score; target_rate; shrinkage in [0,1]; source of the threshold ("val" | "train-heldout");
+    n_train / n_calib: images fitted on / images the threshold came from."""
+
+    mean: np.ndarray
+    precision: np.ndarray
+    threshold: float
+    target_rate: float
+    shrinkage: float
+    source: str
+    n_train: int
+    n_calib: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def score(self, features: np.ndarray):
+        """features [D] or [N,D] (any float dtype) -> score float (for [D]) or [N] float64."""
+        x = np.asarray(features, dtype=np.float64)
+        single = x.ndim == 1
+        x = x.reshape(-1, self.dim) - self.mean
+        s = np.einsum("nd,nd->n", x @ self.precision, x) / self.dim
+        return float(s[0]) if single else s
+
+    def is_unknown(self, score: float) -> bool:
+        return bool(score > self.threshold)
+
+    def to_dict(self) -> dict:
+        """The table's scalars (for reports and checkpoints' summaries; not the arrays)."""
+        return {"threshold": self.threshold, "target_rate": self.target_rate, "shrinkage": self.shrinkage,
+                "source": self.source, "n_train": self.n_train, "n_calib": self.n_calib, "dim": self.dim}
+
+
+def shrunk_precision(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """x [N,D] float -> (mean [D], precision [D,D], shrinkage) with the Ledoit-Wolf (2004) estimate of
+    the shrinkage of the sample covariance towards mu * I (mu = mean eigenvalue)."""
+    x = np.asarray(x, dtype=np.float64)
+    n, d = x.shape
+    mean = x.mean(0)
+    xc = x - mean
+    cov = xc.T @ xc / n
+    mu = float(np.trace(cov)) / d
+    cov_norm2 = float(np.sum(cov * cov))
+    delta2 = (cov_norm2 - mu * mu * d) / d  # ||S - mu I||_F^2 / d
+    # sum_k ||x_k x_k^T - S||_F^2 = sum_k ||x_k||^4 - n ||S||_F^2
+    beta2 = (float(np.sum(np.sum(xc * xc, 1) ** 2)) / n - cov_norm2) / (n * d)
+    shrink = 1.0 if delta2 <= 0 else min(max(beta2 / delta2, 0.0), 1.0)
+    shrunk = (1.0 - shrink) * cov
+    shrunk[np.diag_indices(d)] += shrink * max(mu, 1e-12)
+    if not shrink > 0:  # an exactly rank-deficient case keeps a floor, so the inverse exists
+        shrunk[np.diag_indices(d)] += 1e-9 * max(mu, 1e-12)
+    chol = np.linalg.cholesky(shrunk)
+    inv_chol = np.linalg.solve(chol, np.eye(d))
+    return mean, inv_chol.T @ inv_chol, shrink
+
+
+def _quantile(scores: np.ndarray, target_rate: float) -> float:
+    return float(np.quantile(np.asarray(scores, dtype=np.float64), 1.0 - target_rate))
+
+
+def heldout_scores(x: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """x [N,D] -> [N] float64 scores of each image under a fit on the other folds (fold = index % folds)."""
+    n = x.shape[0]
+    folds = max(2, min(folds, n))
+    idx = np.arange(n) % folds
+    out = np.empty(n, np.float64)
+    for f in range(folds):
+        mean, prec, _ = shrunk_precision(x[idx != f])
+        part = x[idx == f] - mean
+        out[idx == f] = np.einsum("nd,nd->n", part @ prec, part) / x.shape[1]
+    return out
+
+
+def check_rate(target_rate: float) -> None:
+    if not 0.0 < target_rate < 0.5:
+        raise ValueError(f"novelty target rate must be in (0, 0.5), got {target_rate}")
+
+
+def fit_novelty(train_feats: np.ndarray, val_feats: np.ndarray | None,
+                target_rate: float = DEFAULT_TARGET_RATE) -> NoveltyTable:
+    """train_feats [N,D], val_feats [M,D] or None (pooled global features, float) -> NoveltyTable.
+    ValueError for fewer than MIN_FIT train images or a bad rate."""
+    check_rate(target_rate)
+    x = np.asarray(train_feats, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < MIN_FIT:
+        raise ValueError(f"novelty fit needs at least {MIN_FIT} train feature rows, got shape {x.shape}")
+    mean, prec, shrink = shrunk_precision(x)
+    v = None if val_feats is None else np.asarray(val_feats, dtype=np.float64).reshape(-1, x.shape[1])
+    if v is not None and v.shape[0] >= math.ceil(1.0 / target_rate):
+        vc = v - mean
+        scores, source = np.einsum("nd,nd->n", vc @ prec, vc) / x.shape[1], "val"
+    else:
+        scores, source = heldout_scores(x), "train-heldout"
+    return NoveltyTable(mean, prec, _quantile(scores, target_rate), float(target_rate), float(shrink), source,
+                        int(x.shape[0]), int(scores.shape[0]))
+
+
+def save_table(table: NoveltyTable, path: str | Path) -> None:
+    """Write the table as .npz: mean and precision as float32 (half the size; the score is computed in
+    float64 after loading), the scalars as 0-d arrays."""
+    with open(path, "wb") as fh:
+        np.savez(fh, mean=table.mean.astype(np.float32), precision=table.precision.astype(np.float32),
+                 threshold=np.float64(table.threshold), target_rate=np.float64(table.target_rate),
+                 shrinkage=np.float64(table.shrinkage), source=np.array(table.source),
+                 n_train=np.int64(table.n_train), n_calib=np.int64(table.n_calib))
+
+
+def load_table(path: str | Path) -> NoveltyTable:
+    """Read a table written by save_table; BundleError (one line) when it is not one."""
+    try:
+        with np.load(str(path), allow_pickle=False) as z:
+            mean = np.asarray(z["mean"], dtype=np.float64)
+            prec = np.asarray(z["precision"], dtype=np.float64)
+            table = NoveltyTable(mean, prec, float(z["threshold"]), float(z["target_rate"]),
+                                 float(z["shrinkage"]), str(z["source"]), int(z["n_train"]), int(z["n_calib"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{path}: not a novelty table ({type(exc).__name__}: {exc})") from None
+    if mean.ndim != 1 or prec.shape != (mean.shape[0], mean.shape[0]) or not math.isfinite(table.threshold):
+        raise BundleError(f"{path}: novelty table has mean {mean.shape} and precision {prec.shape}")
+    return table
