@@ -12,7 +12,10 @@ the direction of the pooled features is what tells items apart: a flat or noise 
 vector of a tenth of the usual norm, which raw Euclidean or Mahalanobis geometry puts near the mean
 (measured on the synthetic tags: raw scores refused none of them, normalised ones all). The covariance: with a few hundred train images and D in the
 hundreds or thousands the sample covariance is singular, and shrinking it towards a scaled identity
-makes it invertible with the shrinkage estimated from the data (no knob). The threshold is the val
+makes it invertible with the shrinkage estimated from the data (no knob). The table keeps the shrunk
+covariance's inverse in its exact low-rank form (Woodbury): base * I minus the sample covariance's r =
+min(N-1, D) principal directions with their weights, so a frame costs r * D multiply-adds (and the
+table r * D floats), not D * D. The threshold is the val
 scores' (1 - target_rate) quantile, so about target_rate of in-domain frames are refused. When val is
 too small for that quantile (fewer than 1 / target_rate images) it is the same quantile of held-out
 train scores (K-fold: each fold scored by a fit on the others), because scores of the very images a
@@ -37,12 +40,16 @@ MIN_FIT = 2  # fewest images a fit needs
 
 @dataclass(frozen=True)
 class NoveltyTable:
-    """mean [D] float64; precision [D,D] float64 (inverse of the shrunk covariance); threshold on the
-    score; target_rate; shrinkage in [0,1]; source of the threshold ("val" | "train-heldout");
-    n_train / n_calib: images fitted on / images the threshold came from."""
+    """mean [D] float64 of the unit-norm train features; components [r,D] float64 (orthonormal rows:
+    principal directions of the train covariance); weights [r] float64 and base: the inverse of the
+    shrunk covariance is base * I - components.T @ diag(weights) @ components; threshold on the score;
+    target_rate; shrinkage in [0,1]; source of the threshold ("val" | "train-heldout"); n_train /
+    n_calib: images fitted on / images the threshold came from."""
 
     mean: np.ndarray
-    precision: np.ndarray
+    components: np.ndarray
+    weights: np.ndarray
+    base: float
     threshold: float
     target_rate: float
     shrinkage: float
@@ -58,8 +65,7 @@ class NoveltyTable:
         """features [D] or [N,D] (any float dtype) -> score float (for [D]) or [N] float64."""
         x = unit_rows(features)
         single = x.ndim == 1
-        x = x.reshape(-1, self.dim) - self.mean
-        s = np.einsum("nd,nd->n", x @ self.precision, x) / self.dim
+        s = _mahalanobis(x.reshape(-1, self.dim), self.mean, self.components, self.weights, self.base)
         return float(s[0]) if single else s
 
     def is_unknown(self, score: float) -> bool:
@@ -68,7 +74,8 @@ class NoveltyTable:
     def to_dict(self) -> dict:
         """The table's scalars (for reports and checkpoints' summaries; not the arrays)."""
         return {"threshold": self.threshold, "target_rate": self.target_rate, "shrinkage": self.shrinkage,
-                "source": self.source, "n_train": self.n_train, "n_calib": self.n_calib, "dim": self.dim}
+                "source": self.source, "n_train": self.n_train, "n_calib": self.n_calib, "dim": self.dim,
+                "rank": int(self.components.shape[0])}
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -77,27 +84,34 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def shrunk_precision(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """x [N,D] float -> (mean [D], precision [D,D], shrinkage) with the Ledoit-Wolf (2004) estimate of
-    the shrinkage of the sample covariance towards mu * I (mu = mean eigenvalue)."""
+def _mahalanobis(x: np.ndarray, mean: np.ndarray, comps: np.ndarray, weights: np.ndarray,
+                 base: float) -> np.ndarray:
+    """[N,D] -> [N] squared Mahalanobis distance / D under the low-rank precision."""
+    z = x - mean
+    proj = z @ comps.T  # [N,r]
+    return (base * np.einsum("nd,nd->n", z, z) - (proj * proj) @ weights) / x.shape[1]
+
+
+def shrunk_components(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """x [N,D] float -> (mean [D], components [r,D], weights [r], base, shrinkage) of the inverse of the
+    Ledoit-Wolf (2004) shrunk covariance (1 - a) S + a mu I (S: sample covariance, mu its mean
+    eigenvalue, a estimated from the data), from the SVD of the centred x (no D x D matrix)."""
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
     mean = x.mean(0)
     xc = x - mean
-    cov = xc.T @ xc / n
-    mu = float(np.trace(cov)) / d
-    cov_norm2 = float(np.sum(cov * cov))
+    _, sing, comps = np.linalg.svd(xc, full_matrices=False)
+    lam = sing * sing / n  # eigenvalues of S (the rest are 0)
+    mu = float(lam.sum()) / d
+    cov_norm2 = float(np.sum(lam * lam))
     delta2 = (cov_norm2 - mu * mu * d) / d  # ||S - mu I||_F^2 / d
     # sum_k ||x_k x_k^T - S||_F^2 = sum_k ||x_k||^4 - n ||S||_F^2
     beta2 = (float(np.sum(np.sum(xc * xc, 1) ** 2)) / n - cov_norm2) / (n * d)
     shrink = 1.0 if delta2 <= 0 else min(max(beta2 / delta2, 0.0), 1.0)
-    shrunk = (1.0 - shrink) * cov
-    shrunk[np.diag_indices(d)] += shrink * max(mu, 1e-12)
-    if not shrink > 0:  # an exactly rank-deficient case keeps a floor, so the inverse exists
-        shrunk[np.diag_indices(d)] += 1e-9 * max(mu, 1e-12)
-    chol = np.linalg.cholesky(shrunk)
-    inv_chol = np.linalg.solve(chol, np.eye(d))
-    return mean, inv_chol.T @ inv_chol, shrink
+    floor = max(shrink * mu, 1e-9 * max(mu, 1e-12))  # an unshrunk rank-deficient S keeps a floor
+    base = 1.0 / floor
+    weights = base - 1.0 / ((1.0 - shrink) * lam + floor)
+    return mean, comps, weights, base, shrink
 
 
 def _quantile(scores: np.ndarray, target_rate: float) -> float:
@@ -111,9 +125,7 @@ def heldout_scores(x: np.ndarray, folds: int = FOLDS) -> np.ndarray:
     idx = np.arange(n) % folds
     out = np.empty(n, np.float64)
     for f in range(folds):
-        mean, prec, _ = shrunk_precision(x[idx != f])
-        part = x[idx == f] - mean
-        out[idx == f] = np.einsum("nd,nd->n", part @ prec, part) / x.shape[1]
+        out[idx == f] = _mahalanobis(x[idx == f], *shrunk_components(x[idx != f])[:4])
     return out
 
 
@@ -131,24 +143,26 @@ def fit_novelty(train_feats: np.ndarray, val_feats: np.ndarray | None,
     if x.ndim != 2 or x.shape[0] < MIN_FIT:
         raise ValueError(f"novelty fit needs at least {MIN_FIT} train feature rows, got shape {x.shape}")
     x = unit_rows(x)
-    mean, prec, shrink = shrunk_precision(x)
+    mean, comps, weights, base, shrink = shrunk_components(x)
     v = None if val_feats is None else unit_rows(np.asarray(val_feats, dtype=np.float64).reshape(-1, x.shape[1]))
     if v is not None and v.shape[0] >= math.ceil(1.0 / target_rate):
-        vc = v - mean
-        scores, source = np.einsum("nd,nd->n", vc @ prec, vc) / x.shape[1], "val"
+        scores, source = _mahalanobis(v, mean, comps, weights, base), "val"
     else:
         scores, source = heldout_scores(x), "train-heldout"
-    return NoveltyTable(mean, prec, _quantile(scores, target_rate), float(target_rate), float(shrink), source,
-                        int(x.shape[0]), int(scores.shape[0]))
+    return NoveltyTable(mean, comps, weights, float(base), _quantile(scores, target_rate), float(target_rate),
+                        float(shrink), source, int(x.shape[0]), int(scores.shape[0]))
+
+
+ARRAYS = ("mean", "components", "weights")
+SCALARS = ("base", "threshold", "target_rate", "shrinkage")
 
 
 def save_table(table: NoveltyTable, path: str | Path) -> None:
-    """Write the table as .npz: mean and precision as float32 (half the size; the score is computed in
-    float64 after loading), the scalars as 0-d arrays."""
+    """Write the table as .npz: the arrays float32 (half the size; scores are computed in float64
+    after loading), the scalars as 0-d arrays."""
     with open(path, "wb") as fh:
-        np.savez(fh, mean=table.mean.astype(np.float32), precision=table.precision.astype(np.float32),
-                 threshold=np.float64(table.threshold), target_rate=np.float64(table.target_rate),
-                 shrinkage=np.float64(table.shrinkage), source=np.array(table.source),
+        np.savez(fh, **{k: getattr(table, k).astype(np.float32) for k in ARRAYS},
+                 **{k: np.float64(getattr(table, k)) for k in SCALARS}, source=np.array(table.source),
                  n_train=np.int64(table.n_train), n_calib=np.int64(table.n_calib))
 
 
@@ -156,12 +170,13 @@ def load_table(path: str | Path) -> NoveltyTable:
     """Read a table written by save_table; BundleError (one line) when it is not one."""
     try:
         with np.load(str(path), allow_pickle=False) as z:
-            mean = np.asarray(z["mean"], dtype=np.float64)
-            prec = np.asarray(z["precision"], dtype=np.float64)
-            table = NoveltyTable(mean, prec, float(z["threshold"]), float(z["target_rate"]),
-                                 float(z["shrinkage"]), str(z["source"]), int(z["n_train"]), int(z["n_calib"]))
+            table = NoveltyTable(**{k: np.asarray(z[k], dtype=np.float64) for k in ARRAYS},
+                                 **{k: float(z[k]) for k in SCALARS}, source=str(z["source"]),
+                                 n_train=int(z["n_train"]), n_calib=int(z["n_calib"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{path}: not a novelty table ({type(exc).__name__}: {exc})") from None
-    if mean.ndim != 1 or prec.shape != (mean.shape[0], mean.shape[0]) or not math.isfinite(table.threshold):
-        raise BundleError(f"{path}: novelty table has mean {mean.shape} and precision {prec.shape}")
+    d, (r, dc) = table.mean.shape[0], table.components.shape
+    if table.mean.ndim != 1 or dc != d or table.weights.shape != (r,) or not math.isfinite(table.threshold):
+        raise BundleError(f"{path}: novelty table has mean {table.mean.shape}, components "
+                          f"{table.components.shape} and weights {table.weights.shape}")
     return table

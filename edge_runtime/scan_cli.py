@@ -113,8 +113,6 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
         runner = ModelRunner.open(bundle, backend, precision, threads or prefetch_threads(prefetch))
     except MgfenError as exc:
         _fail(exc, debug)
-    for notice in runner.notices:
-        click.echo(f"mgfen-scan: {notice}", err=True)
     if trust is not None:
         for name in runner.backend_names:
             if name.startswith("trt:") or "Tensorrt" in name:
@@ -132,6 +130,8 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
         scanner = Scanner(runner, src, [], tracker, cfg, audit)
         scanner.sinks = make_sinks(out, scanner, sink_opts)
         src.start()
+        for notice in runner.notices:  # once the scan can start (a bad source's error stays alone)
+            click.echo(f"mgfen-scan: {notice}", err=True)
         for graph_backend in (runner.global_backend, runner.parts_backend):  # which backend, and why (auto)
             if graph_backend is not None and graph_backend.why:
                 click.echo(f"backend: {graph_backend.why}", err=True)

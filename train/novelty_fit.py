@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from edge_runtime.novelty import NoveltyTable, fit_novelty
+from edge_runtime.novelty import ARRAYS, NoveltyTable, fit_novelty
 from train.model import MGFEN
 
 
@@ -43,14 +43,14 @@ def fit_model_novelty(model: MGFEN, train_loader: DataLoader, val_loader: DataLo
 def table_to_state(table: NoveltyTable) -> dict:
     """The table as a plain dict for a checkpoint (arrays float32 to keep best.pt small)."""
     data = dataclasses.asdict(table)
-    data["mean"] = table.mean.astype(np.float32)
-    data["precision"] = table.precision.astype(np.float32)
+    for key in ARRAYS:
+        data[key] = getattr(table, key).astype(np.float32)
     return data
 
 
 def table_from_state(data: dict) -> NoveltyTable:
     """Inverse of table_to_state (arrays back to float64)."""
     values = dict(data)
-    values["mean"] = np.asarray(values["mean"], np.float64)
-    values["precision"] = np.asarray(values["precision"], np.float64)
+    for key in ARRAYS:
+        values[key] = np.asarray(values[key], np.float64)
     return NoveltyTable(**values)
