@@ -189,3 +189,35 @@ def test_summary_and_audit_count_unknown(tmp_path):
     with AuditLog(tmp_path / "audit.db") as log:
         rel = log.record(verdicts[1], make_image("grey"))
     assert rel is not None and (tmp_path / rel).is_file()
+
+
+# ------------------------------------------------------------------------------ mgfen-eval --ood
+
+
+def test_wilson_interval():
+    from train.ood_eval import wilson
+
+    lo, hi = wilson(0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.161, abs=1e-3)
+    lo, hi = wilson(10, 20)
+    assert lo == pytest.approx(1 - hi) and 0.29 < lo < 0.3
+
+
+def test_eval_ood_reports_refusal_and_false_refusal(trained_bundle, tmp_path):
+    import cv2
+
+    from train.eval_cli import main as eval_main
+
+    root, _ = trained_bundle
+    rng = np.random.default_rng(4)
+    (tmp_path / "ood").mkdir()
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / "ood" / f"{i}.png"), rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    args = ["--ckpt", str(root / "run" / "best.pt"), "--data", str(root / "data"), "--samples", "0"]
+    res = CliRunner().invoke(eval_main, [*args, "--ood", str(tmp_path / "ood"), "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout[res.stdout.index("{"):])["ood"]
+    assert rep["ood"]["n"] == 6 and rep["ood"]["refused"] >= 5 and rep["ood"]["ci95"][0] > 0.3
+    assert rep["in_domain"]["n"] > 0 and rep["in_domain"]["rate"] <= 0.25
+    bad = CliRunner().invoke(eval_main, [*args, "--ood", str(tmp_path / "missing")])
+    assert bad.exit_code != 0 and "no such folder" in bad.output and "Traceback" not in bad.output
