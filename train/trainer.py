@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from edge_runtime.names import POSITIVE_CLASS
+from edge_runtime.novelty import DEFAULT_TARGET_RATE, check_rate
 from train.checkpoint import check_architecture, read_checkpoint, save_checkpoint
 from train.data import AugmentConfig, DataIndex, FrameDataset, SampleTransform, data_hash, index_folder, split_samples
 from train.errors import ConfigError, DataError
@@ -34,7 +35,6 @@ from train.loss import LossConfig, mgfen_loss
 from train.metrics import classification_report
 from train.model import PRESETS, ModelConfig, build_model, preset
 from train.novelty_fit import fit_model_novelty, table_to_state
-from edge_runtime.novelty import DEFAULT_TARGET_RATE, check_rate
 from train.thresholds import (DEFAULT_TARGET_PRECISION, DEFAULT_TARGET_RECALL, check_targets, decision_metrics,
                               fit_thresholds)
 
