@@ -1,4 +1,4 @@
-"""Audit log: every verdict in SQLite, with an evidence JPEG for counterfeit and uncertain verdicts.
+"""Audit log: every verdict in SQLite, with an evidence JPEG for counterfeit, uncertain and unknown verdicts.
 
 Durability: WAL journal with synchronous=FULL, one transaction per verdict. The evidence JPEG is
 written to a temporary file, fsynced, renamed into place and its folder fsynced BEFORE the row that
@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS verdicts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
     session TEXT NOT NULL,
-    verdict TEXT NOT NULL CHECK (verdict IN ('genuine', 'counterfeit', 'uncertain')),
+    verdict TEXT NOT NULL CHECK (verdict IN ('genuine', 'counterfeit', 'uncertain', 'unknown')),
     probability REAL NOT NULL,
     frames_used INTEGER NOT NULL,
     reason TEXT,
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS verdicts (
     model_sha256 TEXT NOT NULL,
     evidence TEXT
 )"""
-EVIDENCE_FOR = ("counterfeit", "uncertain")
+EVIDENCE_FOR = ("counterfeit", "uncertain", "unknown")
 JPEG_QUALITY = 92
 
 
@@ -60,12 +60,33 @@ def _connect(path: Path) -> sqlite3.Connection:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(SCHEMA)
+        _allow_unknown(conn)
     except sqlite3.Error as exc:
         raise AuditError(f"{path}: cannot open the audit database ({exc})") from None
     if str(mode).lower() != "wal":
         conn.close()
         raise AuditError(f"{path}: SQLite refused WAL mode (got {mode}); put the db on a local disk")
     return conn
+
+
+def _allow_unknown(conn: sqlite3.Connection) -> None:
+    """A database made before the `unknown` verdict has a CHECK that refuses it: rebuild the table with
+    today's SCHEMA and copy every row across in one transaction (nothing recorded is lost; a crash
+    midway leaves the old table as it was)."""
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'verdicts'").fetchone()
+    if "'unknown'" in sql:
+        return
+    cols = ", ".join(COLUMNS)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(SCHEMA.replace("IF NOT EXISTS verdicts", "verdicts_new"))
+        conn.execute(f"INSERT INTO verdicts_new ({cols}) SELECT {cols} FROM verdicts")
+        conn.execute("DROP TABLE verdicts")
+        conn.execute("ALTER TABLE verdicts_new RENAME TO verdicts")
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class AuditLog:

@@ -7,10 +7,11 @@ Every event is a flat JSON object (one line in JSON Lines) with the common keys
     ts       unix time in seconds (float)
     model    model id = sha256 of the bundle's manifest.json
 and per type (FIELDS below):
-    frame    probability, decision, boxes [[x1,y1,x2,y2], ...] in source-frame pixels, box_scores,
+    frame    probability, decision ("genuine" | "counterfeit" | "uncertain" | "unknown"), novelty (score,
+             null for a bundle without a novelty table), boxes [[x1,y1,x2,y2], ...] in source-frame pixels, box_scores,
              timings_ms {capture, gate, preprocess, global, crop, parts, vote, total}, quality
              {focus, brightness, clipped}, item (file name or null)
-    verdict  verdict "genuine" | "counterfeit" | "uncertain", probability, frames_used, reason
+    verdict  verdict "genuine" | "counterfeit" | "uncertain" | "unknown", probability, frames_used, reason
              (why the session ended), item, evidence (path of the saved evidence JPEG or null)
     retake   reason (why the frame was not used), quality {focus, brightness, clipped}, item
     error    message, where ("source" | "gate" | "model" | "session" | "audit" | "sink" | "scanner")
@@ -25,18 +26,19 @@ import time
 
 import numpy as np
 
+from edge_runtime.novelty import UNKNOWN
 from edge_runtime.roi import boxes_to_source_pixels
 
 EVENT_TYPES = ("frame", "verdict", "retake", "error")
 COMMON = ("type", "session", "frame", "ts", "model")
 FIELDS = {
-    "frame": ("probability", "decision", "boxes", "box_scores", "timings_ms", "quality", "item"),
+    "frame": ("probability", "decision", "novelty", "boxes", "box_scores", "timings_ms", "quality", "item"),
     "verdict": ("verdict", "probability", "frames_used", "reason", "item", "evidence"),
     "retake": ("reason", "quality", "item"),
     "error": ("message", "where"),
 }
 TIMING_KEYS = ("capture", "gate", "preprocess", "global", "crop", "parts", "vote", "total")
-VERDICTS = ("genuine", "counterfeit", "uncertain")
+VERDICTS = ("genuine", "counterfeit", "uncertain", UNKNOWN)
 WHERE = ("source", "gate", "model", "session", "audit", "sink", "scanner")
 
 
@@ -60,6 +62,7 @@ def frame_event(session: str, frame: int, model: str, result, quality, timings_m
     event.update(
         probability=round(result.probability, 6),
         decision=result.decision,
+        novelty=None if getattr(result, "novelty", None) is None else round(float(result.novelty), 5),
         boxes=np.round(boxes, 1).tolist(),
         box_scores=np.round(np.asarray(result.box_scores, dtype=np.float64), 5).tolist(),
         timings_ms={k: round(float(timings_ms.get(k, 0.0)), 3) for k in TIMING_KEYS},

@@ -10,7 +10,9 @@ Stages (all maths lives in preprocess.py and roi.py; this module only sequences 
     global      global graph -> global_logits [1,C], heatmap [1,1,h,w], boxes [1,K,4], box_scores [1,K]
     crop        crop_rois(frame, boxes[0], R) -> K x 3 x R x R float32 (from the full-res F x F frame)
     parts       parts graph -> part_logits [K,C]
-    vote        vote_logits -> softmax -> P(counterfeit) -> Thresholds.decide
+    vote        vote_logits -> softmax -> P(counterfeit) -> Thresholds.decide; with the bundle's novelty
+                table (edge_runtime.novelty) the score of global_features [1,D] first: above its threshold
+                the decision is "unknown" (not what this scanner was trained on)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from edge_runtime import names
 from edge_runtime.backends import Backend, open_backend
 from edge_runtime.errors import BackendError, BundleError
 from edge_runtime.manifest import Bundle
+from edge_runtime.novelty import UNKNOWN, NoveltyTable, load_table
 from edge_runtime.preprocess import global_input, prepare_frame, to_bgr8
 from edge_runtime.roi import crop_rois, softmax, vote_logits
 
@@ -34,10 +37,11 @@ STAGES = ("preprocess", "global", "crop", "parts", "vote")
 class FrameResult:
     """One frame's model output.
 
-    probability: P(counterfeit) (float). decision: "genuine" | "counterfeit" | "uncertain".
+    probability: P(counterfeit) (float). decision: "genuine" | "counterfeit" | "uncertain" | "unknown".
     probs: [C] float32 class probabilities. boxes: [K,4] float32 normalised xyxy of the square model
     frame. box_scores: [K] float32. heatmap: [h,w] float32 in [0,1]. timings_ms: {stage: ms} for STAGES.
     frame_shape: (H, W) of the source frame (for mapping boxes back to source pixels).
+    novelty: the novelty score (float), or None when the bundle has no novelty table.
     """
 
     probability: float
@@ -48,6 +52,11 @@ class FrameResult:
     heatmap: np.ndarray
     timings_ms: dict
     frame_shape: tuple[int, int]
+    novelty: float | None = None
+
+
+NO_NOVELTY = ("this bundle has no novelty table (exported before the `unknown` answer): it cannot refuse "
+              "items unlike its training set; re-export it from a new checkpoint")
 
 
 @dataclass
@@ -82,6 +91,18 @@ class ModelRunner:
         if self.parts_backend is not None:
             self._check_names(self.parts_backend, (names.PARTS_INPUT,), names.PARTS_OUTPUTS, "parts")
         self._boxes_shape = (1, m.k, 4)
+        self.novelty = self._novelty_table(bundle, global_backend)
+        # one-line messages for the user (mgfen-scan prints them once, to stderr)
+        self.notices: list[str] = [] if self.novelty is not None else [NO_NOVELTY]
+
+    @staticmethod
+    def _novelty_table(bundle: Bundle, backend: Backend) -> NoveltyTable | None:
+        """The bundle's novelty table, or None for a bundle without one (or whose graph lacks the
+        features output it scores)."""
+        name = bundle.manifest.file_for(names.NOVELTY)
+        if name is None or names.GLOBAL_FEATURES not in backend.output_names:
+            return None
+        return load_table(bundle.path(name))
 
     @staticmethod
     def _check_names(backend: Backend, inputs: tuple, outputs: tuple, graph: str) -> None:
@@ -145,11 +166,20 @@ class ModelRunner:
         probs = softmax(np.asarray(logits, dtype=np.float32))
         p = float(probs[self.positive])
         decision = self.thresholds.decide(p)
+        novelty = None
+        if self.novelty is not None:
+            features = g[names.GLOBAL_FEATURES]
+            if features.size != self.novelty.dim:
+                raise BackendError(f"global graph returned {features.size} features; the novelty table "
+                                   f"has {self.novelty.dim}")
+            novelty = self.novelty.score(features.reshape(-1))
+            if self.novelty.is_unknown(novelty):
+                decision = UNKNOWN
         t5 = time.perf_counter()
         timings = {"preprocess": prepared.preprocess_ms, "global": (t2 - t1) * 1e3, "crop": (t3 - t2) * 1e3,
                    "parts": (t4 - t3) * 1e3, "vote": (t5 - t4) * 1e3}
         return FrameResult(p, decision, probs, boxes[0], box_scores, g[names.HEATMAP][0, 0], timings,
-                           prepared.source_shape)
+                           prepared.source_shape, novelty)
 
     def close(self) -> None:
         for b in (self.global_backend, self.parts_backend):

@@ -11,7 +11,9 @@ GLOBAL_LOGITS = "global_logits"  # [1,C] float32
 HEATMAP = "heatmap"  # [1,1,h,w] float32 in [0,1]
 BOXES = "boxes"  # [1,K,4] float32, normalised x1,y1,x2,y2 in [0,1]
 BOX_SCORES = "box_scores"  # [1,K] float32, mean heatmap response inside each box
-GLOBAL_OUTPUTS = (GLOBAL_LOGITS, HEATMAP, BOXES, BOX_SCORES)
+GLOBAL_OUTPUTS = (GLOBAL_LOGITS, HEATMAP, BOXES, BOX_SCORES)  # what every bundle's global graph has
+GLOBAL_FEATURES = "global_features"  # [1,D] float32 pooled backbone features (novelty score); newer bundles
+EXPORTED_GLOBAL_OUTPUTS = GLOBAL_OUTPUTS + (GLOBAL_FEATURES,)  # what export writes
 
 # parts.onnx: crops [K,3,R,R] float32 RGB in [0,1] -> part logits [K,C]
 PARTS_INPUT = "crops"
@@ -22,6 +24,8 @@ GRAPHS = ("global", "parts")
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"  # Ed25519 signature over manifest.json's bytes (edge_runtime.signing)
 REPORT_FILE = "report.json"
+NOVELTY_FILE = "novelty.npz"  # edge_runtime.novelty table; listed in the manifest's files as graph "novelty"
+NOVELTY = "novelty"
 ENGINE_DIR = "engines"
 
 # Default class order; index 1 is the positive class whose probability events report.

@@ -19,6 +19,7 @@ DECISION_COLOURS: dict[str, tuple[int, int, int]] = {
     "genuine": (60, 160, 40),
     "counterfeit": (40, 40, 210),
     "uncertain": (0, 170, 230),
+    "unknown": (170, 60, 120),
 }
 OTHER_COLOUR = (110, 110, 110)
 BOX_COLOUR = (255, 220, 0)
@@ -95,7 +96,7 @@ def annotate_preview(
     box_scores: K floats, drawn next to each box.
     heatmap: hxw float in [0,1] over the model's square frame (placed over the centred square crop of the
         source, as prepare_frame took it), or None for no overlay.
-    decision: "genuine" | "counterfeit" | "uncertain" (coloured banner) or any other word (grey banner).
+    decision: "genuine" | "counterfeit" | "uncertain" | "unknown" (coloured banner) or any other word (grey banner).
     probability: p(counterfeit) shown in the banner.
     Returns a new HxWx3 uint8 BGR image; the input is not modified.
     """

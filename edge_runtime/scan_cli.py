@@ -20,6 +20,7 @@ from edge_runtime.cli_errors import OutputPath, debug_option, error_boundary, wr
 from edge_runtime.labels import load_labels
 from edge_runtime.manifest import load_bundle
 from edge_runtime.model_runner import STAGES, ModelRunner
+from edge_runtime.novelty import UNKNOWN
 from edge_runtime.prefetch import PrefetchSource, prefetch_threads
 from edge_runtime.quality import QualityConfig
 from edge_runtime.scanner import ScanConfig, Scanner
@@ -28,7 +29,7 @@ from edge_runtime.sink_factory import make_sinks, sink_options
 from edge_runtime.sources import CaptureConfig, open_source
 
 SUMMARY_STAGES = ("capture", "gate") + STAGES + ("total",)
-VERDICT_COLUMNS = ("genuine", "counterfeit", "uncertain")
+VERDICT_COLUMNS = ("genuine", "counterfeit", "uncertain", UNKNOWN)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,7 +94,7 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
 
     \b
     Events: frame (probability, decision, ROI boxes in source pixels, timings), verdict (genuine /
-    counterfeit / uncertain per item), retake (frame failed the quality gate), error.
+    counterfeit / uncertain / unknown per item), retake (frame failed the quality gate), error.
     SIGTERM or Ctrl-C finishes the frame in hand, writes the open session's verdict and exits 0.
     """
     if min_frames > session_frames:
@@ -121,6 +122,8 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
         scanner = Scanner(runner, src, [], tracker, cfg, audit)
         scanner.sinks = make_sinks(out, scanner, sink_opts)
         src.start()
+        for notice in runner.notices:  # once the scan can start (a bad source's error stays alone)
+            click.echo(f"mgfen-scan: {notice}", err=True)
         for graph_backend in (runner.global_backend, runner.parts_backend):  # which backend, and why (auto)
             if graph_backend is not None and graph_backend.why:
                 click.echo(f"backend: {graph_backend.why}", err=True)
@@ -186,7 +189,8 @@ def summarise(verdicts: list[dict], timings: list[dict], stats, wall_s: float, l
            "verdicts": stats.verdicts, "errors": stats.errors, "errors_by_where": stats.errors_by_where,
            "sink_errors": stats.sink_errors, "wall_s": round(wall_s, 3),
            "fps": round(stats.frames / wall_s, 2) if wall_s > 0 else None,
-           "latency_ms": {k: percentiles([t[k] for t in timings]) for k in SUMMARY_STAGES}}
+           "latency_ms": {k: percentiles([t[k] for t in timings]) for k in SUMMARY_STAGES},
+           "by_verdict": {c: sum(1 for v in verdicts if v["verdict"] == c) for c in VERDICT_COLUMNS}}
     if labels is None:
         return out
     confusion = {c: {v: 0 for v in VERDICT_COLUMNS} for c in classes}
@@ -199,7 +203,7 @@ def summarise(verdicts: list[dict], timings: list[dict], stats, wall_s: float, l
         confusion[truth][v["verdict"]] += 1
     n = sum(sum(row.values()) for row in confusion.values())
     correct = sum(confusion[c][c] for c in classes if c in VERDICT_COLUMNS)
-    decided = n - sum(row["uncertain"] for row in confusion.values())
+    decided = n - sum(row["uncertain"] + row[UNKNOWN] for row in confusion.values())
     out.update(labelled=n, unlabelled=unlabelled, accuracy=round(correct / n, 4) if n else None,
                coverage=round(decided / n, 4) if n else None,
                accuracy_decided=round(correct / decided, 4) if decided else None, confusion=confusion)
@@ -209,6 +213,8 @@ def summarise(verdicts: list[dict], timings: list[dict], stats, wall_s: float, l
 def format_summary(s: dict) -> str:
     lines = [f"frames {s['frames']}  classified {s['classified']}  retakes {s['retakes']}  "
              f"verdicts {s['verdicts']}  errors {s['errors']}  {s['fps']} frames/s over {s['wall_s']} s"]
+    if "by_verdict" in s:
+        lines.append("verdicts: " + "  ".join(f"{c} {n}" for c, n in s["by_verdict"].items()))
     if "backends" in s:
         lines.append("backends: " + ", ".join(s["backends"]))
     lines.append("latency ms    p50      p90")
@@ -217,7 +223,7 @@ def format_summary(s: dict) -> str:
             lines.append(f"  {stage:<10} {p['p50']:>7.2f}  {p['p90']:>7.2f}")
     if "confusion" in s:
         acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.4f}"
-        lines.append(f"accuracy {acc} over {s['labelled']} labelled items (uncertain counts as wrong); "
+        lines.append(f"accuracy {acc} over {s['labelled']} labelled items (uncertain and unknown count as wrong); "
                      f"coverage {s['coverage']}; accuracy on decided {s['accuracy_decided']}; "
                      f"unlabelled {s['unlabelled']}")
         lines.append("confusion (rows: truth)  " + "  ".join(f"{c:>11}" for c in VERDICT_COLUMNS))

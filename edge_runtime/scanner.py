@@ -38,6 +38,7 @@ from edge_runtime import events
 from edge_runtime.audit import AuditLog
 from edge_runtime.errors import ImageError, MgfenError
 from edge_runtime.model_runner import ModelRunner
+from edge_runtime.novelty import UNKNOWN
 from edge_runtime.preprocess import to_bgr8
 from edge_runtime.quality import QualityConfig, check_frame
 from edge_runtime.session import SessionTracker, Verdict
@@ -268,7 +269,8 @@ class Scanner:
         self.frame_timings.append(event["timings_ms"])
         self._emit(event)
         self._preview(image, result.heatmap, event)
-        verdict = self.tracker.add(result.probability, frame.ts, frame.index, quality.hist, image)
+        verdict = self.tracker.add(result.probability, frame.ts, frame.index, quality.hist, image,
+                                   unknown=result.decision == UNKNOWN)
         if verdict is not None:
             self._verdict(verdict)
 

@@ -9,7 +9,10 @@ A session collects P(counterfeit) of frames that passed the quality gate. It end
   the HTTP API or a key, from any thread); a session that had frames but no verdict yet then gets
   its verdict from the frames it has.
 The final verdict is the manifest's Thresholds applied to the aggregate: genuine / counterfeit /
-uncertain. After its verdict a session ignores further frames of the same item until a new one starts.
+uncertain; or `unknown` when most of the session's frames were unknown (edge_runtime.novelty: the item
+is not what the scanner was trained on). Unknown frames do not enter the aggregate; a session ends
+early as `unknown` once at least `min_frames` frames are unknown and they are the majority. After its
+verdict a session ignores further frames of the same item until a new one starts.
 
 Aggregation: "mean" (mean probability) or "logodds" (mean log-odds, mapped back by the sigmoid, which
 lets a few very confident frames outweigh many lukewarm ones).
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from edge_runtime.novelty import UNKNOWN
 from edge_runtime.roi import Thresholds
 
 AGGREGATES = ("mean", "logodds")
@@ -97,7 +101,8 @@ class SessionTracker:
         self._reset()
 
     def _reset(self) -> None:
-        self._probs: list[float] = []
+        self._probs: list[float] = []  # every frame's P(counterfeit)
+        self._known: list[float] = []  # those of frames that were not unknown
         self._reference: np.ndarray | None = None
         self._last_good: float | None = None
         self._best_p = -1.0
@@ -125,9 +130,10 @@ class SessionTracker:
         """Verdict of the current session from the frames it has (None if it has none or had one)."""
         if self.done or not self._probs:
             return None
-        p = aggregate(self._probs, self.cfg.aggregate)
+        p = aggregate(self._known or self._probs, self.cfg.aggregate)
+        verdict = UNKNOWN if self._mostly_unknown else self.thresholds.decide(p)
         self.done = True
-        return Verdict(self.session_id, self.thresholds.decide(p), p, len(self._probs), reason, self._item,
+        return Verdict(self.session_id, verdict, p, len(self._probs), reason, self._item,
                        self._evidence_frame if self._evidence_frame >= 0 else self._last_frame,
                        self._evidence)
 
@@ -155,10 +161,15 @@ class SessionTracker:
         self._item = item
         return [out] if out is not None else []
 
+    @property
+    def _mostly_unknown(self) -> bool:
+        return 2 * (len(self._probs) - len(self._known)) > len(self._probs)
+
     def add(self, probability: float, ts: float, frame: int, hist: np.ndarray | None = None,
-            evidence: np.ndarray | None = None) -> Verdict | None:
-        """Add one good frame's P(counterfeit). Returns the verdict when this frame ends the session
-        (confident, or the frame limit); None otherwise or when the session already has its verdict."""
+            evidence: np.ndarray | None = None, unknown: bool = False) -> Verdict | None:
+        """Add one good frame's P(counterfeit), and whether the frame was unknown. Returns the verdict
+        when this frame ends the session (confident, or the frame limit); None otherwise or when the
+        session already has its verdict."""
         if not self.session_id:
             self.boundary(ts, hist)
         self._last_good = ts
@@ -168,11 +179,15 @@ class SessionTracker:
         if self._reference is None and hist is not None:
             self._reference = hist
         self._probs.append(float(probability))
+        if not unknown:
+            self._known.append(float(probability))
         if probability > self._best_p:
             self._best_p, self._evidence, self._evidence_frame = float(probability), evidence, frame
         n = len(self._probs)
-        if n >= self.cfg.min_frames:
-            p = aggregate(self._probs, self.cfg.aggregate)
+        if self._mostly_unknown and n - len(self._known) >= self.cfg.min_frames:
+            return self._finish("confident")
+        if len(self._known) >= self.cfg.min_frames and not self._mostly_unknown:
+            p = aggregate(self._known, self.cfg.aggregate)
             th, m = self.thresholds, self.cfg.margin
             if p >= min(th.counterfeit_at + m, 1.0) or p <= max(th.genuine_at - m, 0.0):
                 return self._finish("confident")

@@ -37,6 +37,7 @@ from calibration.reader import GlobalReader, PartsReader
 from calibration.select import CalibrationSet, select_calibration, stratified_pick, candidates
 from edge_runtime import __version__, names
 from edge_runtime.manifest import FileEntry, Manifest, sha256_file, write_manifest
+from edge_runtime.novelty import save_table
 from edge_runtime.errors import ImageError
 from edge_runtime.preprocess import list_images, read_image
 from edge_runtime.roi import Thresholds
@@ -94,7 +95,8 @@ def failed_report_path(out: Path) -> Path:
 
 def _is_bundle_entry(name: str) -> bool:
     """Whether a name in a folder is one an export or `--engine` writes (the folder may be replaced)."""
-    return (name in (names.MANIFEST_FILE, names.SIGNATURE_FILE, names.REPORT_FILE, SAMPLES_DIR, names.ENGINE_DIR)
+    return (name in (names.MANIFEST_FILE, names.SIGNATURE_FILE, names.REPORT_FILE, SAMPLES_DIR, names.ENGINE_DIR,
+                     names.NOVELTY_FILE)
             or name.endswith((".onnx", ".tmp")))
 
 
@@ -301,6 +303,15 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
         fail(ExportError(f"runtime-path parity failed: {runtime['failures'][0]}"))
 
     files = {names.model_file(g): FileEntry(g, "fp32", "") for g in names.GRAPHS}
+    if info.get("novelty"):  # checkpoints from before the `unknown` answer have none
+        from train.novelty_fit import table_from_state
+
+        table = table_from_state(info["novelty"])
+        save_table(table, out / names.NOVELTY_FILE)
+        files[names.NOVELTY_FILE] = FileEntry(names.NOVELTY, "fp32", "")
+        report["novelty"] = table.to_dict()
+        log(f"novelty table: threshold {table.threshold:.3g} for {table.target_rate:.0%} false refusal "
+            f"({table.source}, {table.n_calib} images)")
     calibration = None
     if calib is not None:
         t0 = time.perf_counter()

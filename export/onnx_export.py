@@ -2,7 +2,7 @@
 
     tensors = export_graphs(model, out_dir, opset=17)
     # out_dir/global.onnx: image [1,3,S,S] -> global_logits [1,C], heatmap [1,1,h,w], boxes [1,K,4],
-    #                      box_scores [1,K]
+    #                      box_scores [1,K], global_features [1,D]
     # out_dir/parts.onnx:  crops [K,3,R,R] -> part_logits [K,C]
     # tensors = {"global": {"inputs": {...}, "outputs": {...}}, "parts": {...}}  (integer shapes)
 
@@ -106,7 +106,7 @@ def export_graphs(model: nn.Module, out_dir: str | Path, opset: int = DEFAULT_OP
     image, crops = example_inputs(model)
     return {
         "global": export_module(GlobalGraph(model), image, out_dir / names.model_file("global"),
-                                names.GLOBAL_INPUT, names.GLOBAL_OUTPUTS, opset),
+                                names.GLOBAL_INPUT, names.EXPORTED_GLOBAL_OUTPUTS, opset),
         "parts": export_module(PartsGraph(model), crops, out_dir / names.model_file("parts"),
                                names.PARTS_INPUT, names.PARTS_OUTPUTS, opset),
     }

@@ -2,7 +2,8 @@
 
 1. Graph parity (check_graph_parity): onnxruntime against torch on at least three DIFFERENT real frames:
    FP32 probabilities of the global and part logits within 1e-4, boxes equal, heatmap and box scores
-   within 1e-4. The one accepted box difference is a near-tie (is_tie: a neighbouring heatmap cell
+   within 1e-4, pooled global features (the novelty score's input, where the graph has them) within
+   1e-4 relative to their largest magnitude. The one accepted box difference is a near-tie (is_tie: a neighbouring heatmap cell
    whose window mean equals the pick's within 1e-5, as on the flat heatmap of an untrained model); it
    is counted in the report as box_ties. A graph whose tracer froze data-dependent values (boxes computed outside the graph)
    gives the same boxes for every frame, and fails here.
@@ -30,6 +31,7 @@ from export import ExportError
 PROB_TOL = 1e-4
 RUNTIME_TOL = 1e-3
 MIN_INPUTS = 3
+FEATURE_TOL = 1e-4  # max |torch - onnx| / max(1, max |torch|) of the pooled global features
 TIE_TOL = 1e-5  # box scores (window means of the heatmap) this close are a tie for argmax
 
 
@@ -68,14 +70,17 @@ def check_graph_parity(model: torch.nn.Module, global_path: str | Path, parts_pa
     _check_distinct(frames)
     cfg = model.cfg.preprocess
     g_sess, p_sess = make_session(global_path), make_session(parts_path)
+    has_features = names.GLOBAL_FEATURES in [o.name for o in g_sess.get_outputs()]
     per_input, failures = [], []
     box_sets = []
     ties = 0
     for i, frame in enumerate(frames):
         image = global_input(frame, cfg)
         with torch.no_grad():
-            t_logits, t_heat, t_boxes, t_scores = (t.numpy() for t in model.global_forward(torch.from_numpy(image)))
-        o_logits, o_heat, o_boxes, o_scores = g_sess.run(list(names.GLOBAL_OUTPUTS), {names.GLOBAL_INPUT: image})
+            t_logits, t_heat, t_boxes, t_scores, t_feats = (
+                t.numpy() for t in model.global_forward_features(torch.from_numpy(image)))
+        wanted = names.EXPORTED_GLOBAL_OUTPUTS if has_features else names.GLOBAL_OUTPUTS
+        o_logits, o_heat, o_boxes, o_scores, *o_feats = g_sess.run(list(wanted), {names.GLOBAL_INPUT: image})
         crops = crop_rois(frame, t_boxes[0], cfg.crop_size)
         with torch.no_grad():
             t_parts = model.parts_forward(torch.from_numpy(crops)).numpy()
@@ -87,6 +92,10 @@ def check_graph_parity(model: torch.nn.Module, global_path: str | Path, parts_pa
             "boxes": _max_abs(t_boxes, o_boxes),
             "part_prob": _max_abs(softmax(t_parts), softmax(o_parts)),
         }
+        if has_features:
+            row["features"] = _max_abs(t_feats, o_feats[0]) / max(1.0, float(np.abs(t_feats).max()))
+            if not row["features"] <= FEATURE_TOL:
+                failures.append(f"input {i}: global features differ by {row['features']:.3g} (> {FEATURE_TOL})")
         per_input.append(row)
         box_sets.append(t_boxes.tobytes())
         for key in ("global_prob", "heatmap", "box_scores", "part_prob"):

@@ -52,6 +52,27 @@ def test_pragmas_and_rows(tmp_path):
     assert rows[0]["model_sha256"] == MODEL and rows[0]["frames_used"] == 4 and rows[2]["evidence"] is None
 
 
+def test_database_from_before_unknown_is_migrated_with_its_rows(tmp_path):
+    """A database made when the CHECK allowed three verdicts takes an `unknown` verdict after reopening,
+    and keeps every row it had."""
+    from edge_runtime import audit
+
+    db = tmp_path / "audit.db"
+    old_schema = audit.SCHEMA.replace(", 'unknown'", "")
+    conn = sqlite3.connect(str(db), isolation_level=None)
+    conn.execute(old_schema)
+    conn.execute("INSERT INTO verdicts (ts, session, verdict, probability, frames_used, model_sha256) "
+                 "VALUES (1.0, 's0', 'genuine', 0.1, 3, ?)", (MODEL,))
+    conn.close()
+    with AuditLog(db) as log:
+        log.record(_verdict("s1", "unknown", p=0.5))
+    rows = read_rows(db)
+    assert [(r["session"], r["verdict"]) for r in rows] == [("s0", "genuine"), ("s1", "unknown")]
+    with AuditLog(db) as log:  # reopening a migrated database changes nothing
+        log.record(_verdict("s2", "counterfeit"))
+    assert [r["id"] for r in read_rows(db)] == [1, 2, 3]
+
+
 def test_evidence_is_on_disk_before_its_row_is_committed(tmp_path, monkeypatch):
     """Every os.fsync, os.replace and SQL statement of one counterfeit record(), in order: the JPEG's
     temporary file is fsynced, renamed, and the evidence folder fsynced, all before BEGIN ... COMMIT of the

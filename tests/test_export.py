@@ -69,7 +69,7 @@ def test_bundle_layout_and_manifest(work, exported):
     assert man.tensors["global"] == {
         "inputs": {names.GLOBAL_INPUT: [1, 3, 64, 64]},
         "outputs": {names.GLOBAL_LOGITS: [1, 2], names.HEATMAP: [1, 1, 16, 16], names.BOXES: [1, 4, 4],
-                    names.BOX_SCORES: [1, 4]}}
+                    names.BOX_SCORES: [1, 4], names.GLOBAL_FEATURES: [1, 512]}}
     assert man.tensors["parts"] == {"inputs": {names.PARTS_INPUT: [4, 3, 32, 32]},
                                     "outputs": {names.PART_LOGITS: [4, 2]}}
     assert man.preprocess == PRE and man.k == 4 and man.box_size == 32 / 128

@@ -17,6 +17,7 @@ Examples:
   mgfen-eval --ckpt runs/edge/best.pt --data data/synth
   mgfen-eval --ckpt runs/edge/best.pt --data data/synth --split val --out runs/edge/eval_val --samples 16
   mgfen-eval --ckpt runs/edge/best.pt --data data/synth --baselines
+  mgfen-eval --ckpt runs/edge/best.pt --data data/synth --ood photos/textures
 """
 
 
@@ -32,9 +33,10 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
 @click.option("--baselines", is_flag=True, help="Also fit the shortcut baselines and the linear probe on the train split, score them on --split and compare.")
 @click.option("--probe-sizes", default=None, help="With --baselines: linear-probe input sides, comma-separated, or 'none' [default: as mgfen-data audit].")
+@click.option("--ood", type=click.Path(), default=None, help="Folder of images unlike the training set: `unknown` refusal rate there and false refusal on --split, with 95% intervals.")
 @bg_suite_options
 @error_boundary
-def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baselines, probe_sizes, bg_suite, bg_m,
+def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baselines, probe_sizes, ood, bg_suite, bg_m,
          bg_blend, bg_source, masks_dir) -> None:
     """Evaluate a checkpoint: accuracy, precision, recall, F1, ROC-AUC, confusion matrix; at the checkpoint's
     decision thresholds coverage, accuracy on decided items and counterfeit recall; the risk-coverage table
@@ -57,6 +59,10 @@ def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baseline
         from train.eval_baselines import check_split
 
         check_split(split)  # before any model runs
+    if ood is not None:
+        from train.ood_eval import ood_images
+
+        ood_images(Path(ood))  # a bad folder fails before the evaluation
     report = evaluate_checkpoint(Path(ckpt), Path(data), split=split, out=Path(out) if out else None,
                                  device=device, batch=batch, samples=samples, seed=seed)
     if baselines:
@@ -66,6 +72,10 @@ def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baseline
         sizes = DEFAULT_PROBE_SIZES if probe_sizes is None else parse_probe_sizes(probe_sizes)
         report["baselines"] = baselines_vs_checkpoint(Path(ckpt), Path(data), split=split, probe_sizes=sizes,
                                                       device=device, batch=batch, seed=seed)
+    if ood is not None:
+        from train.ood_eval import ood_report
+
+        report["ood"] = ood_report(Path(ckpt), Path(data), Path(ood), split=split, batch=batch, seed=seed)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -88,6 +98,10 @@ def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baseline
         from train.eval_baselines import format_baselines
 
         click.echo("\n".join(format_baselines(report["baselines"])))
+    if ood is not None:
+        from train.ood_eval import format_ood
+
+        click.echo(format_ood(report["ood"]))
     if out:
         click.echo(f"report.json, risk_coverage.png/.md and {len(report['overlays'])} overlays -> {out}")
 

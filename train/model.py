@@ -241,11 +241,17 @@ class MGFEN(nn.Module):
     def global_forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """image [B,3,S,S] float32 RGB in [0,1] -> (global_logits [B,C], heatmap [B,1,h,w] in [0,1],
         boxes [B,K,4] normalised x1,y1,x2,y2 in [0,1], box_scores [B,K] mean heatmap in each box)."""
+        return self.global_forward_features(image)[:4]
+
+    def global_forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """global_forward plus the pooled C5 features [B,D] the global classifier reads (what
+        global.onnx's global_features output is; the novelty score is computed from them)."""
         feats = self.global_net.backbone(self._normalise(image))
-        logits = self.global_net.logits(feats[-1])
+        pooled = feats[-1].mean((2, 3))
+        logits = self.global_net.fc(self.global_net.drop(pooled))
         heatmap = self._heatmap(feats)
         boxes, scores = self._pick_boxes(heatmap)
-        return logits, heatmap, boxes, scores
+        return logits, heatmap, boxes, scores, pooled
 
     def parts_forward(self, crops: torch.Tensor) -> torch.Tensor:
         """crops [N,3,R,R] float32 RGB in [0,1] -> part_logits [N,C]."""

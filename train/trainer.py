@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from edge_runtime.names import POSITIVE_CLASS
+from edge_runtime.novelty import DEFAULT_TARGET_RATE, check_rate
 from train.checkpoint import check_architecture, read_checkpoint, save_checkpoint
 from train.data import AugmentConfig, DataIndex, FrameDataset, SampleTransform, data_hash, index_folder, split_samples
 from train.errors import ConfigError, DataError
@@ -33,6 +34,7 @@ from train.frame_fit import fit_frame_size, median_square_side
 from train.loss import LossConfig, mgfen_loss
 from train.metrics import classification_report
 from train.model import PRESETS, ModelConfig, build_model, preset
+from train.novelty_fit import fit_model_novelty, table_to_state
 from train.thresholds import (DEFAULT_TARGET_PRECISION, DEFAULT_TARGET_RECALL, check_targets, decision_metrics,
                               fit_thresholds)
 
@@ -89,6 +91,7 @@ class TrainConfig:
     fg_prior: float = 1.0  # weight of the heatmap foreground prior (train.loss); used where DATA/masks exist
     target_recall: float = DEFAULT_TARGET_RECALL  # val counterfeit recall the fitted genuine_at keeps (train.thresholds)
     target_precision: float = DEFAULT_TARGET_PRECISION  # val precision of counterfeit calls at counterfeit_at
+    novelty_rate: float = DEFAULT_TARGET_RATE  # val false-refusal rate of the `unknown` threshold (edge_runtime.novelty)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -109,6 +112,10 @@ class TrainConfig:
             raise ConfigError(f"--select must be one of {', '.join(SELECT_METRICS)}, got {self.select!r}")
         if self.stability < 0 or self.threads < 1:
             raise ConfigError("--stability must be >= 0 and threads >= 1")
+        try:
+            check_rate(self.novelty_rate)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             check_targets(self.target_recall, self.target_precision)
         except ValueError as exc:
@@ -377,6 +384,11 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
         summary["thresholds"] = fit.to_dict()
         best_state["thresholds"] = dataclasses.asdict(fit.thresholds)
         best_state["threshold_fit"] = fit.to_dict()
+        # The `unknown` answer: novelty table from the train split's un-augmented frames (edge_runtime.novelty).
+        plain_train = DataLoader(FrameDataset(index.root, train_s, pre), batch_size=eval_batch)
+        novelty = fit_model_novelty(model, plain_train, val_loader if len(val_ds) else None, device, cfg.novelty_rate)
+        best_state["novelty"] = table_to_state(novelty)
+        summary["novelty"] = novelty.to_dict()
         if len(test_ds):
             tp = predict(model, test_loader, device)
             summary["test"] = classification_report(tp.labels, tp.probs)

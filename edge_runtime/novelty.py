@@ -1,0 +1,182 @@
+"""Novelty score: how unlike the training set a frame is, from the global graph's pooled features.
+
+    table = fit_novelty(train_feats, val_feats, target_rate=DEFAULT_TARGET_RATE)   # at the end of training
+    save_table(table, bundle / names.NOVELTY_FILE)                                  # export
+    table = load_table(bundle / names.NOVELTY_FILE)                                 # the scanner
+    score = table.score(features)            # features [D] or [N,D] float -> float / [N] float64
+    table.is_unknown(score)                  # score > threshold
+
+The score is the squared Mahalanobis distance of the L2-normalised features to the train split's mean,
+divided by D (about 1 for an in-domain frame), with a Ledoit-Wolf shrunk covariance. Normalised, because
+the direction of the pooled features is what tells items apart: a flat or noise frame gives a pooled
+vector of a tenth of the usual norm, which raw Euclidean or Mahalanobis geometry puts near the mean
+(measured on the synthetic tags: raw scores refused none of them, normalised ones all). The covariance: with a few hundred train images and D in the
+hundreds or thousands the sample covariance is singular, and shrinking it towards a scaled identity
+makes it invertible with the shrinkage estimated from the data (no knob). The table keeps the shrunk
+covariance's inverse in its exact low-rank form (Woodbury): base * I minus the sample covariance's r =
+min(N-1, D) principal directions with their weights, so a frame costs r * D multiply-adds (and the
+table r * D floats), not D * D. The threshold is the val
+scores' (1 - target_rate) quantile, so about target_rate of in-domain frames are refused. When val is
+too small for that quantile (fewer than 1 / target_rate images) it is the same quantile of held-out
+train scores (K-fold: each fold scored by a fit on the others), because scores of the very images a
+fit saw are far too low when N is small against D. numpy only: the scanner computes it on the device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import BundleError
+
+DEFAULT_TARGET_RATE = 0.02  # in-domain frames the threshold refuses (false refusal)
+UNKNOWN = "unknown"  # the fourth answer: not what this scanner was trained on
+FOLDS = 5
+MIN_FIT = 2  # fewest images a fit needs
+
+
+@dataclass(frozen=True)
+class NoveltyTable:
+    """mean [D] float64 of the unit-norm train features; components [r,D] float64 (orthonormal rows:
+    principal directions of the train covariance); weights [r] float64 and base: the inverse of the
+    shrunk covariance is base * I - components.T @ diag(weights) @ components; threshold on the score;
+    target_rate; shrinkage in [0,1]; source of the threshold ("val" | "train-heldout"); n_train /
+    n_calib: images fitted on / images the threshold came from."""
+
+    mean: np.ndarray
+    components: np.ndarray
+    weights: np.ndarray
+    base: float
+    threshold: float
+    target_rate: float
+    shrinkage: float
+    source: str
+    n_train: int
+    n_calib: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def score(self, features: np.ndarray):
+        """features [D] or [N,D] (any float dtype) -> score float (for [D]) or [N] float64."""
+        x = unit_rows(features)
+        single = x.ndim == 1
+        s = _mahalanobis(x.reshape(-1, self.dim), self.mean, self.components, self.weights, self.base)
+        return float(s[0]) if single else s
+
+    def is_unknown(self, score: float) -> bool:
+        return bool(score > self.threshold)
+
+    def to_dict(self) -> dict:
+        """The table's scalars (for reports and checkpoints' summaries; not the arrays)."""
+        return {"threshold": self.threshold, "target_rate": self.target_rate, "shrinkage": self.shrinkage,
+                "source": self.source, "n_train": self.n_train, "n_calib": self.n_calib, "dim": self.dim,
+                "rank": int(self.components.shape[0])}
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """[N,D] or [D] float -> float64 rows scaled to unit L2 norm (an all-zero row stays zero)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _mahalanobis(x: np.ndarray, mean: np.ndarray, comps: np.ndarray, weights: np.ndarray,
+                 base: float) -> np.ndarray:
+    """[N,D] -> [N] squared Mahalanobis distance / D under the low-rank precision."""
+    z = x - mean
+    proj = z @ comps.T  # [N,r]
+    return (base * np.einsum("nd,nd->n", z, z) - (proj * proj) @ weights) / x.shape[1]
+
+
+def shrunk_components(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """x [N,D] float -> (mean [D], components [r,D], weights [r], base, shrinkage) of the inverse of the
+    Ledoit-Wolf (2004) shrunk covariance (1 - a) S + a mu I (S: sample covariance, mu its mean
+    eigenvalue, a estimated from the data), from the SVD of the centred x (no D x D matrix)."""
+    x = np.asarray(x, dtype=np.float64)
+    n, d = x.shape
+    mean = x.mean(0)
+    xc = x - mean
+    _, sing, comps = np.linalg.svd(xc, full_matrices=False)
+    lam = sing * sing / n  # eigenvalues of S (the rest are 0)
+    mu = float(lam.sum()) / d
+    cov_norm2 = float(np.sum(lam * lam))
+    delta2 = (cov_norm2 - mu * mu * d) / d  # ||S - mu I||_F^2 / d
+    # sum_k ||x_k x_k^T - S||_F^2 = sum_k ||x_k||^4 - n ||S||_F^2
+    beta2 = (float(np.sum(np.sum(xc * xc, 1) ** 2)) / n - cov_norm2) / (n * d)
+    shrink = 1.0 if delta2 <= 0 else min(max(beta2 / delta2, 0.0), 1.0)
+    floor = max(shrink * mu, 1e-9 * max(mu, 1e-12))  # an unshrunk rank-deficient S keeps a floor
+    base = 1.0 / floor
+    weights = base - 1.0 / ((1.0 - shrink) * lam + floor)
+    return mean, comps, weights, base, shrink
+
+
+def _quantile(scores: np.ndarray, target_rate: float) -> float:
+    return float(np.quantile(np.asarray(scores, dtype=np.float64), 1.0 - target_rate))
+
+
+def heldout_scores(x: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """x [N,D] -> [N] float64 scores of each image under a fit on the other folds (fold = index % folds)."""
+    n = x.shape[0]
+    folds = max(2, min(folds, n))
+    idx = np.arange(n) % folds
+    out = np.empty(n, np.float64)
+    for f in range(folds):
+        out[idx == f] = _mahalanobis(x[idx == f], *shrunk_components(x[idx != f])[:4])
+    return out
+
+
+def check_rate(target_rate: float) -> None:
+    if not 0.0 < target_rate < 0.5:
+        raise ValueError(f"novelty target rate must be in (0, 0.5), got {target_rate}")
+
+
+def fit_novelty(train_feats: np.ndarray, val_feats: np.ndarray | None,
+                target_rate: float = DEFAULT_TARGET_RATE) -> NoveltyTable:
+    """train_feats [N,D], val_feats [M,D] or None (pooled global features, float) -> NoveltyTable.
+    ValueError for fewer than MIN_FIT train images or a bad rate."""
+    check_rate(target_rate)
+    x = np.asarray(train_feats, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < MIN_FIT:
+        raise ValueError(f"novelty fit needs at least {MIN_FIT} train feature rows, got shape {x.shape}")
+    x = unit_rows(x)
+    mean, comps, weights, base, shrink = shrunk_components(x)
+    v = None if val_feats is None else unit_rows(np.asarray(val_feats, dtype=np.float64).reshape(-1, x.shape[1]))
+    if v is not None and v.shape[0] >= math.ceil(1.0 / target_rate):
+        scores, source = _mahalanobis(v, mean, comps, weights, base), "val"
+    else:
+        scores, source = heldout_scores(x), "train-heldout"
+    return NoveltyTable(mean, comps, weights, float(base), _quantile(scores, target_rate), float(target_rate),
+                        float(shrink), source, int(x.shape[0]), int(scores.shape[0]))
+
+
+ARRAYS = ("mean", "components", "weights")
+SCALARS = ("base", "threshold", "target_rate", "shrinkage")
+
+
+def save_table(table: NoveltyTable, path: str | Path) -> None:
+    """Write the table as .npz: the arrays float32 (half the size; scores are computed in float64
+    after loading), the scalars as 0-d arrays."""
+    with open(path, "wb") as fh:
+        np.savez(fh, **{k: getattr(table, k).astype(np.float32) for k in ARRAYS},
+                 **{k: np.float64(getattr(table, k)) for k in SCALARS}, source=np.array(table.source),
+                 n_train=np.int64(table.n_train), n_calib=np.int64(table.n_calib))
+
+
+def load_table(path: str | Path) -> NoveltyTable:
+    """Read a table written by save_table; BundleError (one line) when it is not one."""
+    try:
+        with np.load(str(path), allow_pickle=False) as z:
+            table = NoveltyTable(**{k: np.asarray(z[k], dtype=np.float64) for k in ARRAYS},
+                                 **{k: float(z[k]) for k in SCALARS}, source=str(z["source"]),
+                                 n_train=int(z["n_train"]), n_calib=int(z["n_calib"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{path}: not a novelty table ({type(exc).__name__}: {exc})") from None
+    d, (r, dc) = table.mean.shape[0], table.components.shape
+    if table.mean.ndim != 1 or dc != d or table.weights.shape != (r,) or not math.isfinite(table.threshold):
+        raise BundleError(f"{path}: novelty table has mean {table.mean.shape}, components "
+                          f"{table.components.shape} and weights {table.weights.shape}")
+    return table

@@ -1,0 +1,223 @@
+"""The `unknown` answer (issue 19): the novelty score on known Gaussian data, a tiny trained model that
+refuses noise, flat colour and another generator's frames through its exported bundle, the runtime on
+a bundle without a novelty table, the session vote with unknown frames, the scanner's summary and the
+audit log."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_runtime import events, names
+from edge_runtime.audit import AuditLog
+from edge_runtime.manifest import load_bundle
+from edge_runtime.model_runner import NO_NOVELTY, ModelRunner
+from edge_runtime.novelty import DEFAULT_TARGET_RATE, UNKNOWN, fit_novelty, load_table, save_table
+from edge_runtime.roi import Thresholds
+from edge_runtime.scan_cli import format_summary, main as scan_main, summarise
+from edge_runtime.scanner import ScanStats
+from edge_runtime.session import SessionConfig, SessionTracker
+from fake_bundle import make_fake_bundle, make_image
+
+
+def _gaussian(rng: np.random.Generator, n: int, d: int, mix: np.ndarray, shift: float = 0.0) -> np.ndarray:
+    # offset so the L2 normalisation keeps the data's structure (features are pooled activations, >= 0)
+    return rng.normal(size=(n, d)) @ mix + 10.0 + shift
+
+
+# ---------------------------------------------------------------------------------------- the score
+
+
+def test_in_domain_refusal_is_near_the_target_and_shifted_data_is_refused():
+    rng = np.random.default_rng(0)
+    d = 32
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    table = fit_novelty(_gaussian(rng, 400, d, mix), _gaussian(rng, 400, d, mix))
+    assert table.source == "val" and table.target_rate == DEFAULT_TARGET_RATE and 0 < table.shrinkage < 1
+    fresh = table.score(_gaussian(rng, 20000, d, mix))
+    assert 0.005 <= np.mean(fresh > table.threshold) <= 0.05
+    other = np.abs(rng.normal(size=(500, d))) * 20  # another distribution, not just a rescaled copy
+    assert np.mean(table.score(other) > table.threshold) >= 0.95
+    assert isinstance(table.score(other[0]), float)
+
+
+def test_small_val_falls_back_to_heldout_train_scores():
+    rng = np.random.default_rng(1)
+    d = 64  # more dimensions than a fold's images: in-sample scores would be far too low
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    table = fit_novelty(_gaussian(rng, 60, d, mix), _gaussian(rng, 10, d, mix))
+    assert table.source == "train-heldout" and table.n_calib == 60
+    assert np.mean(table.score(_gaussian(rng, 5000, d, mix)) > table.threshold) <= 0.1
+
+
+def test_table_round_trip_and_bad_files(tmp_path):
+    rng = np.random.default_rng(2)
+    table = fit_novelty(rng.random((30, 8)), None, 0.05)
+    save_table(table, tmp_path / "n.npz")
+    again = load_table(tmp_path / "n.npz")
+    x = rng.random(8)
+    assert again.threshold == table.threshold and again.source == table.source
+    assert again.score(x) == pytest.approx(table.score(x), rel=1e-5)
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(Exception, match="not a novelty table"):
+        load_table(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="target rate"):
+        fit_novelty(rng.random((30, 8)), None, 0.0)
+
+
+# ------------------------------------------------------------------- a trained model, end to end
+
+
+@pytest.fixture(scope="module")
+def trained_bundle(tmp_path_factory):
+    """A tiny model trained one epoch on the synthetic tags, exported (with its novelty table)."""
+    import torch
+
+    from export.bundle import ExportConfig, export_bundle
+    from train.synth import SynthConfig, generate_dataset
+    from train.trainer import TrainConfig, train
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("novelty")
+    generate_dataset(root / "data", SynthConfig(n=40, size=128), workers=1)
+    summary = train(TrainConfig(data=str(root / "data"), out=str(root / "run"), backbone="efficientnet_lite0",
+                                pretrained="auto", epochs=1, batch=8, threads=1, frame_size=128, global_size=64,
+                                crop_size=32, bg_replace=0.0, progress=False))
+    export_bundle(root / "run" / "best.pt", root / "bundle", ExportConfig(parity_frames=3))
+    return root, summary
+
+
+def test_training_fits_and_export_ships_the_table(trained_bundle):
+    root, summary = trained_bundle
+    assert summary["novelty"]["target_rate"] == DEFAULT_TARGET_RATE and summary["novelty"]["dim"] == 1280
+    man = load_bundle(root / "bundle").manifest  # verifies novelty.npz's sha256 too
+    assert man.files[names.NOVELTY_FILE].graph == names.NOVELTY
+    assert man.tensors["global"]["outputs"][names.GLOBAL_FEATURES] == [1, 1280]
+    report = json.loads((root / "bundle" / names.REPORT_FILE).read_text())
+    assert report["parity"]["graphs"]["max"]["features"] <= 1e-4
+
+
+def test_trained_model_refuses_noise_flat_and_another_generator(trained_bundle):
+    from test_train import _image
+
+    root, _ = trained_bundle
+    rng = np.random.default_rng(3)
+    frames = {
+        "noise": [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(8)],
+        "flat": [np.full((128, 128, 3), rng.integers(0, 256, 3), np.uint8) for _ in range(8)],
+        "other generator": [_image(rng, i % 2) for i in range(8)],
+    }
+    import cv2
+
+    from edge_runtime.preprocess import list_images
+
+    with ModelRunner.open(load_bundle(root / "bundle"), "ort") as runner:
+        assert runner.novelty is not None and runner.notices == []
+        for name, group in frames.items():
+            decisions = [runner.run_frame(f).decision for f in group]
+            assert decisions.count(UNKNOWN) >= 7, (name, decisions)
+        own = [runner.run_frame(cv2.imread(str(p))) for p in list_images(root / "data" / "train")]
+    assert all(r.novelty is not None for r in own)
+    assert sum(r.decision == UNKNOWN for r in own) <= 0.1 * len(own)
+
+
+# ------------------------------------------------------------------------- without a novelty table
+
+
+def test_bundle_without_table_runs_as_before_and_says_so_once(tmp_path):
+    bundle = make_fake_bundle(tmp_path / "b")
+    with ModelRunner.open(load_bundle(bundle), "ort") as runner:
+        assert runner.novelty is None and runner.notices == [NO_NOVELTY]
+        red, blue = runner.run_frame(make_image("red")), runner.run_frame(make_image("blue"))
+    assert (red.decision, blue.decision) == ("genuine", "counterfeit") and red.novelty is None
+    (tmp_path / "img").mkdir()
+    import cv2
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "img" / f"{i}.png"), make_image("red", seed=i))
+    res = CliRunner().invoke(scan_main, ["run", "--bundle", str(bundle), "--source", f"file://{tmp_path / 'img'}",
+                                         "--out", str(tmp_path / "e.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("cannot refuse") == 1 and len(res.stderr.splitlines()[0]) < 200
+    evs = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    frames = [e for e in evs if e["type"] == "frame"]
+    assert frames and all(e["novelty"] is None and e["decision"] == "genuine" for e in frames)
+
+
+# ------------------------------------------------------------------------------ session and summary
+
+
+def _tracker(**kw) -> SessionTracker:
+    return SessionTracker(SessionConfig(gap_s=None, change_threshold=None, **kw), Thresholds(0.3, 0.7))
+
+
+def test_session_of_mostly_unknown_frames_ends_unknown():
+    t = _tracker(session_frames=5, min_frames=3)
+    out = [t.add(0.1, i * 0.1, i, unknown=True) for i in range(3)]
+    assert out[:2] == [None, None] and out[2].verdict == UNKNOWN and out[2].reason == "confident"
+
+
+def test_a_minority_of_unknown_frames_does_not_decide_and_stays_out_of_the_vote():
+    t = _tracker(session_frames=6, min_frames=3)
+    assert t.add(0.95, 0.0, 0, unknown=True) is None
+    assert t.add(0.05, 0.1, 1) is None and t.add(0.05, 0.2, 2) is None
+    v = t.add(0.05, 0.3, 3)
+    assert v.verdict == "genuine" and v.probability == pytest.approx(0.05)  # the unknown 0.95 left out
+    t2 = _tracker(session_frames=4, min_frames=3)
+    for i, unknown in enumerate((True, False, True, False)):  # half unknown: not "mostly"
+        v2 = t2.add(0.5, i * 0.1, i, unknown=unknown)
+    assert v2.verdict == "uncertain" and v2.reason == "frame limit"
+    t3 = _tracker(session_frames=10, min_frames=3)
+    for i, unknown in enumerate((True, True, False)):
+        t3.add(0.5, i * 0.1, i, unknown=unknown)
+    assert t3.flush().verdict == UNKNOWN
+
+
+def test_summary_and_audit_count_unknown(tmp_path):
+    verdicts = [events.verdict_event(f"s{i}", i, "m", v, 0.5, 3, "confident", item=str(tmp_path / f"{i}.png"))
+                for i, v in enumerate(("genuine", UNKNOWN, UNKNOWN, "counterfeit"))]
+    labels = {str((tmp_path / f"{i}.png").resolve()): c
+              for i, c in enumerate(("genuine", "genuine", "counterfeit", "counterfeit"))}
+    s = summarise(verdicts, [], ScanStats(verdicts=4), 1.0, labels, ("genuine", "counterfeit"))
+    assert s["by_verdict"][UNKNOWN] == 2 and s["confusion"]["genuine"][UNKNOWN] == 1
+    assert s["coverage"] == 0.5 and s["accuracy"] == 0.5 and s["accuracy_decided"] == 1.0
+    text = format_summary(s)
+    assert f"{UNKNOWN} 2" in text and UNKNOWN in text.splitlines()[-3]
+    with AuditLog(tmp_path / "audit.db") as log:
+        rel = log.record(verdicts[1], make_image("grey"))
+    assert rel is not None and (tmp_path / rel).is_file()
+
+
+# ------------------------------------------------------------------------------ mgfen-eval --ood
+
+
+def test_wilson_interval():
+    from train.ood_eval import wilson
+
+    lo, hi = wilson(0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.161, abs=1e-3)
+    lo, hi = wilson(10, 20)
+    assert lo == pytest.approx(1 - hi) and 0.29 < lo < 0.3
+
+
+def test_eval_ood_reports_refusal_and_false_refusal(trained_bundle, tmp_path):
+    import cv2
+
+    from train.eval_cli import main as eval_main
+
+    root, _ = trained_bundle
+    rng = np.random.default_rng(4)
+    (tmp_path / "ood").mkdir()
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / "ood" / f"{i}.png"), rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    args = ["--ckpt", str(root / "run" / "best.pt"), "--data", str(root / "data"), "--samples", "0"]
+    res = CliRunner().invoke(eval_main, [*args, "--ood", str(tmp_path / "ood"), "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout[res.stdout.index("{"):])["ood"]
+    assert rep["ood"]["n"] == 6 and rep["ood"]["refused"] >= 5 and rep["ood"]["ci95"][0] > 0.3
+    assert rep["in_domain"]["n"] > 0 and rep["in_domain"]["rate"] <= 0.25
+    bad = CliRunner().invoke(eval_main, [*args, "--ood", str(tmp_path / "missing")])
+    assert bad.exit_code != 0 and "no such folder" in bad.output and "Traceback" not in bad.output
