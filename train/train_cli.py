@@ -73,7 +73,7 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
     """Train MGFEN (global branch + FPN heatmap + full-resolution part crops) and test the best epoch."""
     from train.trainer import train
 
-    cfg = TrainConfig(data=data, out=out, preset=preset, backbone=backbone, pretrained=pretrained, epochs=epochs,
+    cfg = TrainConfig(data=data, out=str(out), preset=preset, backbone=backbone, pretrained=pretrained, epochs=epochs,
                       batch=batch, lr=lr, device=device, seed=seed, resume=resume, fpn=not no_fpn,
                       use_parts=not no_parts, part_backbone=part_backbone, global_weight=global_weight,
                       part_weight=part_weight, augment=not no_augment, frame_size=frame_size, fit_frame=fit_frame,
