@@ -55,9 +55,19 @@ class DataIndex:
     root: Path
     classes: tuple[str, ...]
     samples: tuple[Sample, ...]
+    assigned: tuple[str, ...] = ()  # paths that had no split and were given one by split_samples
 
     def split(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.split == name]
+
+    def split_note(self) -> str:
+        """One line on the images that came without a split ('' when every image had one)."""
+        if not self.assigned:
+            return ""
+        chosen = set(self.assigned)
+        counts = [sum(1 for s in self.samples if s.path in chosen and s.split == n) for n in SPLITS]
+        per = " / ".join(f"{n} {c}" for n, c in zip(SPLITS, counts))
+        return f"split: {len(chosen)} of {len(self.samples)} images had no split; assigned by group ({per})"
 
 
 def _class_order(names: set[str]) -> tuple[str, ...]:
@@ -73,10 +83,12 @@ def _default_group(rel: str) -> str:
 
 
 def index_folder(root: str | Path, seed: int = 0, ratios: Sequence[float] = DEFAULT_RATIOS) -> DataIndex:
-    """Find the samples of a data folder (see the module docstring). Folders without split directories
-    and without a split column are split by `split_samples(seed, ratios)`.
+    """Find the samples of a data folder (see the module docstring). Images without a split (no split
+    folder, an empty split cell) are split among themselves by `split_samples(seed, ratios)`; given
+    splits are kept. DataIndex.assigned lists the images that got one.
 
-    Raises DataError for a missing folder, no images, or fewer than two classes.
+    Raises DataError for a missing folder, no images, fewer than two classes, a split name other than
+    train/val/test (naming the manifest line or the folder), or a group with and without a split.
     """
     root = Path(root)
     if not root.is_dir():
@@ -88,10 +100,13 @@ def index_folder(root: str | Path, seed: int = 0, ratios: Sequence[float] = DEFA
             reader = csv.DictReader(fh)
             if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
                 raise DataError(f"{manifest}: needs at least the columns path,label")
-            for row in reader:
+            for line, row in enumerate(reader, start=2):
                 rel = row["path"]
-                split = row.get("split") or ""
-                rows.append((rel, row["label"], row.get("group") or _default_group(rel), split if split in SPLITS else ""))
+                split = (row.get("split") or "").strip()
+                if split and split not in SPLITS:
+                    raise DataError(f"{manifest} line {line}: split {split!r} is not one of {', '.join(SPLITS)} "
+                                    "(leave it empty to have it assigned)")
+                rows.append((rel, row["label"], row.get("group") or _default_group(rel), split))
         missing = [r[0] for r in rows if not (root / r[0]).is_file()]
         if missing:
             raise DataError(f"{root / missing[0]}: listed in manifest.csv but missing ({len(missing)} missing)")
@@ -101,7 +116,10 @@ def index_folder(root: str | Path, seed: int = 0, ratios: Sequence[float] = DEFA
             parts = rel.parts
             if parts[0] == "masks":
                 continue
-            if len(parts) == 3 and parts[0] in SPLITS:
+            if len(parts) == 3 and parts[0] not in SPLITS:
+                raise DataError(f"{root / parts[0]}: folder {parts[0]!r} is not a split ({', '.join(SPLITS)}); "
+                                f"rename it or move its class folders up to {root}")
+            if len(parts) == 3:
                 rows.append((rel.as_posix(), parts[1], _default_group(rel.as_posix()), parts[0]))
             elif len(parts) == 2:
                 rows.append((rel.as_posix(), parts[0], _default_group(rel.as_posix()), ""))
@@ -111,9 +129,22 @@ def index_folder(root: str | Path, seed: int = 0, ratios: Sequence[float] = DEFA
     if len(classes) < 2:
         raise DataError(f"{root}: only one class ({classes[0]}); need at least two")
     samples = [Sample(rel, classes.index(name), group, split) for rel, name, group, split in rows]
-    if any(s.split == "" for s in samples):
-        samples = split_samples(samples, seed, ratios)
-    return DataIndex(root, classes, tuple(sorted(samples, key=lambda s: s.path)))
+    given = [s for s in samples if s.split]
+    unsplit = [s for s in samples if not s.split]
+    if unsplit:  # split among themselves only: the given splits (a held-out test set) stay as they are
+        _check_groups_unsplit(given, unsplit, manifest if manifest.is_file() else root)
+        samples = given + split_samples(unsplit, seed, ratios)
+    return DataIndex(root, classes, tuple(sorted(samples, key=lambda s: s.path)),
+                     tuple(sorted(s.path for s in unsplit)))
+
+
+def _check_groups_unsplit(given: Sequence[Sample], unsplit: Sequence[Sample], where: Path) -> None:
+    """A group (item) with a split on some rows and none on others would be dealt across splits: refuse."""
+    split_of = {s.group: s.split for s in given}
+    for s in unsplit:
+        if s.group in split_of:
+            raise DataError(f"{where}: group {s.group!r} has split {split_of[s.group]!r} on some rows and none on "
+                            f"{s.path}; give all shots of one item the same split")
 
 
 def split_samples(samples: Sequence[Sample], seed: int, ratios: Sequence[float] = DEFAULT_RATIOS) -> list[Sample]:

@@ -82,6 +82,8 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
                       workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend,
                       fg_prior=fg_prior, target_recall=target_recall, target_precision=target_precision)
     summary = train(cfg)
+    if summary.get("split_note") and not as_json:
+        click.echo(summary["split_note"])
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif "summary" in summary:

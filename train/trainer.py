@@ -305,7 +305,8 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
 
     resolved = {"train": dataclasses.asdict(cfg), "model": model_cfg.to_dict(), "classes": list(index.classes),
                 "loss": dataclasses.asdict(loss_cfg), "data_hash": dhash, "world_size": world,
-                "counts": {"train": len(train_s), "val": len(val_s), "test": len(test_s)}}
+                "counts": {"train": len(train_s), "val": len(val_s), "test": len(test_s)},
+                "assigned_split": list(index.assigned)}
     if main:
         _write_json(out / "config.json", resolved)
     train_cfg_dict = dataclasses.asdict(cfg)
@@ -371,7 +372,8 @@ def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.dev
     train_seconds = time.perf_counter() - t_start
 
     summary = {"out": str(out), "epochs": cfg.epochs, "train_seconds": train_seconds, "classes": list(index.classes),
-               "data_hash": dhash, "best_epoch": None, "test": {}, "background": background, "frame": frame_info}
+               "data_hash": dhash, "best_epoch": None, "test": {}, "background": background, "frame": frame_info,
+               "split_note": index.split_note()}
     if main:
         best_state = torch.load(best_path, map_location="cpu", weights_only=False)
         model.load_state_dict(best_state["state_dict"])
