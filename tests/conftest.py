@@ -18,16 +18,22 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-RUNTIME_DIR = Path(__file__).resolve().parents[1] / "edge_runtime"
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME_DIR = ROOT / "edge_runtime"
+PROJECT_DIRS = tuple(ROOT / d for d in ("edge_runtime", "train", "export", "calibration", "benchmarks", "tests"))
 
 
 def runtime_caller() -> str | None:
-    """'file:line' of the innermost frame on the current call stack inside edge_runtime/, or None."""
+    """'file:line' when the innermost project frame on the current call stack (the code doing the import)
+    is inside edge_runtime/, else None. Innermost, not anywhere: a training command runs under the shared
+    error boundary (edge_runtime/cli_errors.py), which is on the stack below every import it makes."""
     frame = sys._getframe(1)
     while frame is not None:
         path = Path(frame.f_code.co_filename)
-        if path.is_absolute() and RUNTIME_DIR in path.resolve().parents:
-            return f"{path}:{frame.f_lineno}"
+        if path.is_absolute():
+            resolved = path.resolve()
+            if resolved != Path(__file__).resolve() and any(d in resolved.parents for d in PROJECT_DIRS):
+                return f"{path}:{frame.f_lineno}" if RUNTIME_DIR in resolved.parents else None
         frame = frame.f_back
     return None
 
