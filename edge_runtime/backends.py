@@ -24,6 +24,7 @@ import numpy as np
 from edge_runtime import names, trt_buffers
 from edge_runtime.engine_cache import DeviceInfo, cache_key, lookup, onnx_for
 from edge_runtime.errors import BackendError, BundleError
+from edge_runtime.int8_gate import auto_int8, precision_note, run_label
 from edge_runtime.manifest import Bundle, Manifest
 
 BACKENDS = ("auto", "ort", "trt")
@@ -60,6 +61,8 @@ class Backend:
 
     name = "backend"
     why = ""  # one line: which backend open_backend picked and why (auto says why not native TensorRT)
+    note = ""  # one line when the INT8 gate chose fp32 for auto, or int8 runs a file that did not pass
+    int8_label = ""  # "int8-<flavour>-<status>" when an INT8 file that did not pass its gate runs
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
     input_shapes: dict[str, tuple[int, ...]] = {}
@@ -386,11 +389,18 @@ def onnx_file_for(manifest: Manifest, graph: str, precision: str, target: str) -
 
 
 def resolve_precision(manifest: Manifest, graph: str, precision: str | None, target: str) -> str:
-    """None means the best the bundle offers for the target: int8 when its flavour exists, else fp32."""
+    """None means the best the bundle offers for the target: int8 when its flavour exists and passed its
+    export gate (edge_runtime.int8_gate), else fp32."""
     if precision is not None:
         return precision
-    flavour = "cpu" if target == "cpu" else "trt"
-    return "int8" if target != "cuda" and manifest.file_for(graph, "int8", flavour) else "fp32"
+    return "int8" if auto_int8(manifest, graph, target) else "fp32"
+
+
+def _label(be: Backend, manifest: Manifest, graph: str, requested: str | None, precision: str, target: str) -> Backend:
+    """Set be.note and be.int8_label (above) for what runs; returns be."""
+    be.note = precision_note(manifest, graph, requested, precision, target)
+    be.int8_label = run_label(manifest, precision, target)
+    return be
 
 
 def ort_target(providers: list[str]) -> str:
@@ -449,8 +459,8 @@ def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: s
     backend: "ort" (onnxruntime, best provider present: TensorRT EP > CUDA EP > CPU), "trt" (native
     TensorRT engine from bundle/engines, keyed by edge_runtime.engine_cache), or "auto": native TensorRT
     when tensorrt imports, a CUDA binding works and an engine for this device exists, else "ort".
-    precision: "int8" | "fp16" | "fp32", or None for the best the bundle offers (int8 when present, else
-    fp32). The returned backend's `why` is one line naming what was picked and, for auto on onnxruntime,
+    precision: "int8" | "fp16" | "fp32", or None for the best the bundle offers (int8 when present and its
+    gate passed, else fp32: `note` says so). `why` is one line naming what was picked and, for auto on onnxruntime,
     why native TensorRT was not (not installed, no working CUDA binding, no engine for this device).
     """
     if graph not in names.GRAPHS:
@@ -469,7 +479,7 @@ def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: s
         if engine is not None:
             native = TrtBackend(engine)
             native.why = f"{backend}: {why}"
-            return native
+            return _label(native, bundle.manifest, graph, precision, prec, "trt")
         if backend == "trt":
             raise BackendError(why)
         not_native = f"; native TensorRT not used: {why}"
@@ -487,4 +497,4 @@ def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: s
     be = OrtBackend(bundle.path(name), ort_provider_list(target, prec, cache), threads=threads)
     note = ort_install_note(available)
     be.why = f"{backend}: onnxruntime {be.providers[0]}, {prec} ({name}){not_native}{'; ' + note if note else ''}"
-    return be
+    return _label(be, bundle.manifest, graph, precision, prec, target)

@@ -61,6 +61,7 @@ class BenchRow:
     labelled: int = 0
     file_mb: float | None = None
     peak_rss_mb: float | None = None
+    notes: list[str] = field(default_factory=list)  # ModelRunner.precision_notes (the INT8 gate)
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -195,6 +196,7 @@ def run_bench(bundle: Bundle, backends: list[str], precisions: list[str], cfg: B
                 with ModelRunner.open(bundle, backend, precision, cfg.threads) as runner:
                     row = bench_runner(runner, cfg, labels, bundle.manifest.classes)
                     row.file_mb = model_file_mb(bundle, runner)
+                    row.notes = runner.precision_notes
             except MgfenError as exc:
                 row = BenchRow(backend="", precision="", status="failed", reason=str(exc))
             row.backend, row.precision = backend, precision

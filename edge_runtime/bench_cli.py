@@ -27,7 +27,8 @@ PRECISION_CHOICES = ("auto",) + tuple(PRECISIONS) + ("all",)
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
               help="all: onnxruntime and native TensorRT, each in its own row.")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
-              help="auto: the best the bundle has for the backend (int8 when present); all: one row each.")
+              help="auto: the best the bundle has for the backend (int8 when present and its export gate "
+                   "passed); all: one row each.")
 @click.option("--frames", type=click.IntRange(min=1), default=100, show_default=True, help="Timed frames per row.")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed frames first.")
 @click.option("--source", default=None,
@@ -69,6 +70,8 @@ def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, fra
                      progress=lambda what: click.echo(f"benchmarking {what.replace('None', 'auto')} ...", err=True))
     for row, p in zip(rows, [p for _ in backends for p in precisions]):
         row.precision = p
+    for note in dict.fromkeys(n for r in rows for n in r.notes):  # the INT8 gate, once each
+        click.echo(f"warning: {note}", err=True)
     click.echo(f"device: {device['cpu']} ({device['cpu_count']} cpus), onnxruntime {device['onnxruntime']}, "
                f"TensorRT {device['tensorrt'] or 'absent'}"
                + (f", GPU {device['gpus'][0]['name']}" if device["gpus"] else "")

@@ -5,7 +5,8 @@ Every event is a flat JSON object (one line in JSON Lines) with the common keys
     session  scan session id (str; "" before the first session)
     frame    source frame index (int; -1 when not tied to a frame)
     ts       unix time in seconds (float)
-    model    model id = sha256 of the bundle's manifest.json
+    model    model id = sha256 of the bundle's manifest.json; "<sha256>+int8-<flavour>-<status>" (e.g.
+             +int8-cpu-failed-forced) when an INT8 file that did not pass its export gate runs (int8_gate.py)
 and per type (FIELDS below):
     frame    probability, decision ("genuine" | "counterfeit" | "uncertain" | "unknown"), novelty (score,
              null for a bundle without a novelty table), boxes [[x1,y1,x2,y2], ...] in source-frame pixels, box_scores,

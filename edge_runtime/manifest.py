@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edge_runtime import __version__
 from edge_runtime.errors import BundleError
+from edge_runtime.int8_gate import flavour_status, parse_record
 from edge_runtime.names import CLASS_NAMES, MANIFEST_FILE
 from edge_runtime.preprocess import PreprocessConfig
 from edge_runtime.roi import Thresholds
@@ -57,6 +58,7 @@ class Manifest:
     tensors: {graph: {"inputs": {name: shape}, "outputs": {name: shape}}} with fixed integer shapes.
     files: {file name: FileEntry}. provenance: checkpoint sha256, data hash, metrics, config (free JSON).
     calibration: method, count and content hashes of the calibration images, or None.
+    int8_gate: the export's INT8-vs-FP32 verdict gate per flavour (edge_runtime.int8_gate), or None.
     """
 
     classes: tuple[str, ...]
@@ -70,6 +72,7 @@ class Manifest:
     files: dict
     provenance: dict = field(default_factory=dict)
     calibration: dict | None = None
+    int8_gate: dict | None = None
     schema_version: int = SCHEMA_VERSION
     toolkit_version: str = __version__
     bundle_format: int = BUNDLE_FORMAT
@@ -85,6 +88,10 @@ class Manifest:
             if entry.graph == graph and entry.precision == precision and entry.flavour == flavour:
                 return name
         return None
+
+    def int8_status(self, flavour: str) -> str:
+        """passed | failed-forced | unverified: the export gate of that INT8 flavour (cpu | trt)."""
+        return flavour_status(self.int8_gate, flavour)
 
     def to_dict(self) -> dict:
         return {
@@ -102,6 +109,7 @@ class Manifest:
             "files": {name: dataclasses.asdict(e) for name, e in sorted(self.files.items())},
             "provenance": self.provenance,
             "calibration": self.calibration,
+            "int8_gate": self.int8_gate,
         }
 
     @classmethod
@@ -112,7 +120,7 @@ class Manifest:
         bundle_format = check_bundle_format(data.get("bundle_format", 1))  # first: a newer one may add keys
         required = {"schema_version", "classes", "preprocess", "k", "box_size", "global_weight",
                     "use_parts", "thresholds", "tensors", "files"}
-        optional = {"toolkit_version", "bundle_format", "provenance", "calibration"}
+        optional = {"toolkit_version", "bundle_format", "provenance", "calibration", "int8_gate"}
         missing = sorted(required - set(data))
         unknown = sorted(set(data) - required - optional)
         if missing:
@@ -144,6 +152,7 @@ class Manifest:
                 files=files,
                 provenance=dict(data.get("provenance") or {}),
                 calibration=data.get("calibration"),
+                int8_gate=parse_record(data.get("int8_gate")),
                 schema_version=int(data["schema_version"]),
                 toolkit_version=str(data.get("toolkit_version", "")),
                 bundle_format=bundle_format,

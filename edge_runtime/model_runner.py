@@ -91,6 +91,11 @@ class ModelRunner:
         if self.parts_backend is not None:
             self._check_names(self.parts_backend, (names.PARTS_INPUT,), names.PARTS_OUTPUTS, "parts")
         self._boxes_shape = (1, m.k, 4)
+        # an INT8 file that did not pass its export gate is named in every event's `model` (events.py)
+        label = global_backend.int8_label or (self.parts_backend.int8_label if self.parts_backend else "")
+        self.model_record = f"{self.model_id}+{label}" if label else self.model_id
+        backends = [b for b in (global_backend, self.parts_backend) if b is not None]
+        self.precision_notes = list(dict.fromkeys(b.note for b in backends if b.note))  # once each, in order
         self.novelty = self._novelty_table(bundle, global_backend)
         # one-line messages for the user (mgfen-scan prints them once, to stderr)
         self.notices: list[str] = [] if self.novelty is not None else [NO_NOVELTY]

@@ -57,7 +57,8 @@ def main() -> None:
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: native TensorRT if an engine exists, else onnxruntime with the best provider.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
-              help="Model precision [default: int8 when the bundle has it for the backend, else fp32].")
+              help="Model precision [default: int8 when the bundle has it for the backend and its export "
+                   "gate passed, else fp32].")
 @click.option("--session-frames", type=click.IntRange(min=1), default=15, show_default=True,
               help="Most good frames per scan session.")
 @click.option("--min-frames", type=click.IntRange(min=1), default=3, show_default=True,
@@ -105,6 +106,8 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
     if labels is not None and not source.startswith("file://") and "://" in source:
         raise click.UsageError("--labels needs a file source (file://PATH)")
     runner = ModelRunner.open(bundle, backend, precision, threads or prefetch_threads(prefetch))
+    for note in runner.precision_notes:  # the INT8 gate: first, before anything else is printed
+        click.echo(f"warning: {note}", err=True)
     if trust is not None:
         for name in runner.backend_names:
             if name.startswith("trt:") or "Tensorrt" in name:

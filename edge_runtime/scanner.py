@@ -91,7 +91,7 @@ class Scanner:
                  cfg: ScanConfig = ScanConfig(), audit: AuditLog | None = None) -> None:
         self.runner, self.source, self.sinks, self.tracker = runner, source, list(sinks), tracker
         self.cfg, self.audit = cfg, audit
-        self.model = runner.model_id
+        self.model = runner.model_record
         self.stats = ScanStats()
         self.verdicts: deque[dict] = deque(maxlen=cfg.keep)  # recent verdict events, for summaries
         self.frame_timings: deque[dict] = deque(maxlen=cfg.keep)  # timings_ms of classified frames

@@ -30,12 +30,14 @@ import onnxruntime
 import torch
 
 from calibration import CalibrationError
-from calibration.accuracy import OrtPipeline, PipelineParams, compare_precisions, make_session
+from calibration.accuracy import OrtPipeline, PipelineParams, make_session
 from calibration.lint import lint_trt
 from calibration.quantize import FLAVOURS, METHODS, prepare_for_quantization, quantize_graph
 from calibration.reader import GlobalReader, PartsReader
 from calibration.select import CalibrationSet, select_calibration, stratified_pick, candidates
+from calibration.verdict_gate import GateCriteria, GateResult, run_gate, unverified_record
 from edge_runtime import __version__, names
+from edge_runtime.int8_gate import MAX_DROP_POINTS, MIN_AGREEMENT
 from edge_runtime.manifest import FileEntry, Manifest, sha256_file, write_manifest
 from edge_runtime.novelty import save_table
 from edge_runtime.errors import ImageError
@@ -51,7 +53,8 @@ N_SAMPLES = 4
 
 
 class Int8DropError(ExportError):
-    """INT8 accuracy fell by more than --max-int8-drop points against FP32."""
+    """An INT8 flavour failed the verdict gate (calibration.verdict_gate): its verdicts at the bundle's
+    thresholds differ from FP32's on too many val images, or its accuracy fell by more than --max-int8-drop."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ class ExportConfig:
     calib_n: int = 64
     calib_method: str = "entropy"
     val: Path | None = None
-    max_int8_drop: float = 1.0
+    max_int8_drop: float = MAX_DROP_POINTS
+    min_int8_agreement: float = MIN_AGREEMENT
     force: bool = False
     parity_frames: int = 8
     val_limit: int | None = None
@@ -77,12 +81,18 @@ class ExportConfig:
             raise ExportError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
         if self.calib_n < 1:
             raise ExportError(f"--calib-n must be >= 1, got {self.calib_n}")
-        if self.max_int8_drop < 0:
-            raise ExportError("--max-int8-drop must be >= 0")
+        try:
+            self.gate_criteria()
+        except CalibrationError as exc:
+            raise ExportError(str(exc)) from None
         if not self.int8_flavours or set(self.int8_flavours) - set(FLAVOURS):
             raise ExportError(f"--int8-flavours must name some of {', '.join(FLAVOURS)}, got {self.int8_flavours}")
         if self.parity_frames < MIN_INPUTS:
             raise ExportError(f"parity needs at least {MIN_INPUTS} frames")
+
+    def gate_criteria(self) -> GateCriteria:
+        """The INT8 verdict gate's criteria (CalibrationError for values out of range)."""
+        return GateCriteria(self.min_int8_agreement, self.max_int8_drop)
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
@@ -224,6 +234,29 @@ def quantize_bundle(out: Path, calib: CalibrationSet, method: str, cfg, flavours
     return results
 
 
+def gate_int8(out: Path, params: PipelineParams, fp32: OrtPipeline, val: Path | None, cfg, classes: tuple[str, ...],
+              thresholds: Thresholds, config: ExportConfig, report: dict, log: Callable[[str], None]) -> GateResult:
+    """The verdict gate (calibration.verdict_gate) of every INT8 flavour in `out` on `val`, or the
+    `unverified` record without a val folder; fills report["gate"] and logs one line per flavour."""
+    criteria = config.gate_criteria()
+    if val is None:
+        reason = "no labelled val split (--val DIR or a dataset root's val/): INT8 verdicts not compared with FP32"
+        log(f"warning: {reason}; INT8 marked unverified (mgfen-scan's auto precision runs fp32)")
+        result = GateResult(unverified_record(config.int8_flavours, criteria, reason), None, [])
+    else:
+        int8 = {f: OrtPipeline(out / names.model_file("global", "int8", f), out / names.model_file("parts", "int8", f),
+                               params, simulate_qdq=f == "trt")  # trt: as TensorRT computes it (calibration.accuracy)
+                for f in config.int8_flavours}
+        result = run_gate(fp32, int8, val, cfg, classes, thresholds, params.positive_index, criteria, config.force,
+                          config.val_limit)
+        for line in result.summary:
+            log(line)
+        if config.force and any(e["status"] != "passed" for e in result.record["flavours"].values()):
+            log("warning: INT8 gate failed (kept: --force, recorded failed-forced; auto precision runs fp32)")
+    report["gate"] = result.record
+    return result
+
+
 def export_bundle(ckpt: str | Path, out: str | Path, config: ExportConfig,
                   log: Callable[[str], None] = lambda msg: None,
                   seal: Callable[[Path], None] | None = None) -> dict:
@@ -231,8 +264,8 @@ def export_bundle(ckpt: str | Path, out: str | Path, config: ExportConfig,
     `seal(folder)` runs on the finished staging folder before it becomes `out` (the CLI signs there).
 
     Raises ExportError (or another MgfenError) for bad input, failed parity or lint, and Int8DropError
-    when INT8 loses more than config.max_int8_drop accuracy points and config.force is off; `out` is
-    then as it was (module docstring).
+    when an INT8 flavour fails the verdict gate (config.gate_criteria()) and config.force is off; `out`
+    is then as it was (module docstring).
     """
     ckpt = Path(ckpt)
     model, info = load_model(ckpt)
@@ -302,6 +335,7 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
     if not runtime["passed"]:
         fail(ExportError(f"runtime-path parity failed: {runtime['failures'][0]}"))
 
+    thresholds = Thresholds(**info["thresholds"]) if info.get("thresholds") else Thresholds()
     files = {names.model_file(g): FileEntry(g, "fp32", "") for g in names.GRAPHS}
     if info.get("novelty"):  # checkpoints from before the `unknown` answer have none
         from train.novelty_fit import table_from_state
@@ -313,6 +347,7 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
         log(f"novelty table: threshold {table.threshold:.3g} for {table.target_rate:.0%} false refusal "
             f"({table.source}, {table.n_calib} images)")
     calibration = None
+    int8_gate = None
     if calib is not None:
         t0 = time.perf_counter()
         try:
@@ -326,36 +361,11 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
                 files[names.model_file(g, "int8", flavour)] = FileEntry(g, "int8", "", flavour)
         calibration = calib.to_manifest(config.calib_method)
         calibration["samples"] = write_samples(out, calib, cfg)
-        if val is None:
-            report["int8"]["accuracy"] = None
-            report["int8"]["warning"] = "no --val folder: INT8 accuracy against FP32 was not measured"
-            log("warning: no --val folder, INT8 accuracy not measured")
-        else:
-            pipes = {"fp32": fp32}
-            for flavour in config.int8_flavours:
-                # the TensorRT flavour as TensorRT computes it (calibration.accuracy: simulate_qdq)
-                pipes[f"int8_{flavour}"] = OrtPipeline(out / names.model_file("global", "int8", flavour),
-                                                       out / names.model_file("parts", "int8", flavour), params,
-                                                       simulate_qdq=flavour == "trt")
-            acc = compare_precisions(pipes, "fp32", val, cfg, classes, config.val_limit)
-            report["int8"]["accuracy"] = acc
-            drops = {k: 0.0 - acc[k]["delta_points"] for k in pipes if k != "fp32"}
-            report["int8"]["drop_points"] = drops
-            worst = max(drops, key=drops.get)
-            log(f"INT8 on {acc['n']} val images: " + ", ".join(
-                f"{k} acc {acc[k]['accuracy']:.4f} (drop {drops[k]:+.2f} pts, agreement {acc[k]['agreement']:.3f})"
-                for k in drops))
-            if drops[worst] > config.max_int8_drop:
-                msg = (f"INT8 accuracy drop {drops[worst]:.2f} points ({worst}) exceeds --max-int8-drop "
-                       f"{config.max_int8_drop}")
-                report["int8"]["gate"] = "forced" if config.force else "failed"
-                if not config.force:
-                    fail(Int8DropError(f"{msg}; report in {failed_report}; use --force to keep it"))
-                log(f"warning: {msg} (kept: --force)")
-            else:
-                report["int8"]["gate"] = "passed"
+        int8_gate = gate_int8(out, params, fp32, val, cfg, classes, thresholds, config, report["int8"], log)
+        if int8_gate.failure is not None:
+            fail(Int8DropError(f"INT8 gate failed: {int8_gate.failure}; report in {failed_report}; "
+                               "use --force to keep it"))
 
-    thresholds = Thresholds(**info["thresholds"]) if info.get("thresholds") else Thresholds()
     provenance = {
         **source, "data_hash": info.get("data_hash"), "metrics": info.get("metrics", {}),
         "threshold_fit": info.get("threshold_fit"),  # how the checkpoint's thresholds were fitted (train.thresholds)
@@ -365,7 +375,8 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
     manifest = Manifest(classes=classes, preprocess=cfg, k=int(mcfg.k),
                         box_size=mcfg.box_pixels / cfg.frame_size, global_weight=float(mcfg.global_weight),
                         use_parts=bool(mcfg.use_parts), thresholds=thresholds, tensors=tensors, files=files,
-                        provenance=provenance, calibration=calibration)
+                        provenance=provenance, calibration=calibration,
+                        int8_gate=int8_gate.record if int8_gate is not None else None)
     report["files"] = sorted(files)
     report["seconds"] = round(time.perf_counter() - t_start, 2)
     _write_json(report_path, report)

@@ -9,6 +9,7 @@ import click
 
 from edge_runtime import names
 from edge_runtime.cli_errors import OutputPath, error_boundary
+from edge_runtime.int8_gate import MAX_DROP_POINTS, MIN_AGREEMENT
 from edge_runtime.manifest import sign_bundle
 from edge_runtime.signing import load_signing_key
 
@@ -39,9 +40,13 @@ Examples:
               help="Which INT8 files to make: cpu (onnxruntime U8S8, for CPUs) and/or trt (TensorRT QDQ S8S8).")
 @click.option("--val", type=click.Path(path_type=Path), help="Labelled folder (genuine/, counterfeit/) for "
               "the INT8-vs-FP32 report and the parity frames.")
-@click.option("--max-int8-drop", type=float, default=1.0, show_default=True,
-              help="Fail when an INT8 flavour loses more accuracy points than this on --val.")
-@click.option("--force", is_flag=True, help="Keep INT8 files whose accuracy drop exceeds --max-int8-drop.")
+@click.option("--max-int8-drop", type=float, default=MAX_DROP_POINTS, show_default=True,
+              help="INT8 gate: fail when a flavour's accuracy at the bundle's thresholds (uncertain counted "
+                   "wrong) is more than this many points below FP32's on the val images.")
+@click.option("--min-int8-agreement", type=float, default=MIN_AGREEMENT, show_default=True,
+              help="INT8 gate: fail when a flavour's verdicts equal FP32's on a smaller fraction of the val images.")
+@click.option("--force", is_flag=True, help="Keep INT8 files that fail the INT8 gate (recorded failed-forced; "
+              "the scanner's auto precision then runs fp32).")
 @click.option("--engine", is_flag=True, help="Build TensorRT engines into BUNDLE/engines (on the device).")
 @click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True,
               help="Engine precision (int8 builds from the TensorRT-flavour QDQ file).")
@@ -51,8 +56,8 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @error_boundary
 def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | None, calib_n: int,
-         calib_method: str, int8_flavours: str, val: Path | None, max_int8_drop: float, force: bool, engine: bool,
-         precision: str, sign_key: Path | None, as_json: bool) -> None:
+         calib_method: str, int8_flavours: str, val: Path | None, max_int8_drop: float, min_int8_agreement: float,
+         force: bool, engine: bool, precision: str, sign_key: Path | None, as_json: bool) -> None:
     """Export checkpoint SOURCE into a bundle folder; or, with --engine and SOURCE a bundle folder,
     build that bundle's TensorRT engines on this device."""
     def log(msg: str) -> None:
@@ -78,7 +83,8 @@ def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | N
         from export.bundle import ExportConfig, export_bundle  # torch is imported here, not for --engine
 
         config = ExportConfig(opset=opset, int8=int8, calib=calib, calib_n=calib_n,
-                              calib_method=calib_method, val=val, max_int8_drop=max_int8_drop, force=force,
+                              calib_method=calib_method, val=val, max_int8_drop=max_int8_drop,
+                              min_int8_agreement=min_int8_agreement, force=force,
                               int8_flavours=tuple(int8_flavours.split(",")))
         signed: dict = {}
 

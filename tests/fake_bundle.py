@@ -11,7 +11,9 @@ are the heatmap mean repeated K times.
     make_fake_bundle(tmp_path / "bundle")                    # fp32 only
     make_fake_bundle(tmp_path / "bundle", int8=True)         # + int8 cpu/trt files (fp32 copies
                                                              #   under the int8 names: for selection
-                                                             #   logic only, not real quantisation)
+                                                             #   logic only, not real quantisation),
+                                                             #   their INT8 gate recorded `passed`
+    make_fake_bundle(..., int8=True, int8_status="failed-forced")   # or another status; None: no record
     make_image("blue", 160, 120)                             # HxWx3 uint8 BGR test frame with texture
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from calibration.verdict_gate import GateCriteria
 from edge_runtime import names
 from edge_runtime.manifest import FileEntry, Manifest, write_manifest
 from edge_runtime.preprocess import PreprocessConfig
@@ -108,9 +111,11 @@ def _finish(graph: onnx.GraphProto) -> onnx.ModelProto:
 def make_fake_bundle(root: str | Path, *, frame_size: int = 128, global_size: int = 64,
                      crop_size: int = 32, k: int = 4, int8: bool = False, use_parts: bool = True,
                      global_weight: float = 1.0, thresholds: Thresholds = Thresholds(0.3, 0.7),
-                     ace: bool = False, brightness_target: float | None = None) -> Path:
+                     ace: bool = False, brightness_target: float | None = None,
+                     int8_status: str | None = "passed") -> Path:
     """Write a complete fake bundle folder and return its path. ACE and brightness are off by default
-    so the colour rule maps test frames to predictable probabilities."""
+    so the colour rule maps test frames to predictable probabilities. int8_status: the INT8 gate status
+    recorded for both flavours (None: no record, as a manifest written before the gate existed)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     cfg = PreprocessConfig(frame_size=frame_size, global_size=global_size, crop_size=crop_size, ace=ace,
@@ -134,9 +139,17 @@ def make_fake_bundle(root: str | Path, *, frame_size: int = 128, global_size: in
     }
     manifest = Manifest(classes=names.CLASS_NAMES, preprocess=cfg, k=k, box_size=crop_size / frame_size,
                         global_weight=global_weight, use_parts=use_parts, thresholds=thresholds,
-                        tensors=tensors, files=files, provenance={"fake": True})
+                        tensors=tensors, files=files, provenance={"fake": True},
+                        int8_gate=fake_gate_record(int8_status) if int8 and int8_status else None)
     write_manifest(root, manifest)
     return root
+
+
+def fake_gate_record(status: str) -> dict:
+    """An int8_gate record (edge_runtime.int8_gate) giving both flavours `status`."""
+    entry = {"status": status, "reason": f"fake bundle: {status}"}
+    return {"criteria": GateCriteria().to_dict(), "images": None,
+            "flavours": {"cpu": dict(entry), "trt": dict(entry)}}
 
 
 def make_image(colour: str = "red", width: int = 160, height: int = 120, seed: int = 0,

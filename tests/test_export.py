@@ -4,7 +4,6 @@ gate, and one-line errors for bad input."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -14,12 +13,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from calibration.accuracy import OrtPipeline, PipelineParams, compare_precisions
+from calibration.accuracy import OrtPipeline, PipelineParams
 from calibration.lint import lint_trt
 from calibration.quantize import descendants_of_output
 from edge_runtime import names
 from edge_runtime.manifest import load_bundle, sha256_file
 from edge_runtime.preprocess import PreprocessConfig, list_images
+from edge_runtime.roi import Thresholds
 from export import ExportError
 from export import bundle as bundle_mod
 from export.cli import main
@@ -82,49 +82,41 @@ def test_bundle_layout_and_manifest(work, exported):
     for rel, digest in cal["samples"].items():
         assert sha256_file(out / rel) == digest
     assert report["parity"]["graphs"]["passed"] and report["parity"]["runtime"]["passed"]
-    acc = report["int8"]["accuracy"]
-    assert acc["n"] == len(list_images(root / "data" / "val")) and {"int8_trt", "int8_cpu"} <= set(acc)
-    assert report["int8"]["gate"] in ("passed", "forced")
-    assert json.loads((out / names.REPORT_FILE).read_text())["int8"]["drop_points"] == report["int8"]["drop_points"]
+    gate = report["int8"]["gate"]
+    val = list_images(root / "data" / "val")
+    assert gate["images"]["n"] == len(val) and set(gate["flavours"]) == {"cpu", "trt"}
+    assert gate["images"]["paths"] == [p.relative_to(root / "data" / "val").as_posix() for p in val]
+    assert {e["status"] for e in gate["flavours"].values()} <= {"passed", "failed-forced"}
+    assert man.int8_gate == gate == json.loads((out / names.REPORT_FILE).read_text())["int8"]["gate"]
 
 
-def test_int8_accuracy_and_agreement_by_hand(work, exported):
-    """The INT8 report's accuracy, agreement with FP32 and drop, recomputed here: FP32 from torch (the
-    export's reference model), INT8 from the bundle's CPU-flavour files, labels from the folder names."""
+def test_int8_gate_numbers_by_hand(work, exported):
+    """The gate's numbers for the CPU flavour, recomputed here: FP32 from torch (the export's reference
+    model), INT8 from the bundle's CPU-flavour files, verdicts from the manifest's thresholds, labels from
+    the folder names."""
     root, model, _ = work
     out, report = exported
-    acc = report["int8"]["accuracy"]
+    entry = report["int8"]["gate"]["flavours"]["cpu"]
+    th = load_bundle(out).manifest.thresholds
     paths = list_images(root / "data" / "val")
-    labels = np.array([names.CLASS_NAMES.index(p.parent.name) for p in paths])
+    truth = np.array(["counterfeit" if p.parent.name == "counterfeit" else "genuine" for p in paths])
     frames = frames_from(paths, PRE)
     p_fp32 = np.array([torch_probability(model, f, 1) for f in frames])
     int8 = OrtPipeline(out / names.model_file("global", "int8", "cpu"), out / names.model_file("parts", "int8", "cpu"),
                        PipelineParams(PRE, float(model.cfg.global_weight), True, 1))
     p_int8 = np.array([int8.run_frame(f).probability for f in frames])
-    fp32_calls, int8_calls = p_fp32 >= 0.5, p_int8 >= 0.5
-    # onnxruntime FP32 and torch agree within 1e-3 (the parity gate): only a frame that close to 0.5 may be
-    # called differently by the report's FP32 pipeline than by torch here
-    slack = float(np.mean(np.abs(p_fp32 - 0.5) < 1e-3))
-    assert acc["n"] == len(paths)
-    assert abs(acc["fp32"]["accuracy"] - np.mean(fp32_calls == labels)) <= slack + 1e-9
-    assert acc["int8_cpu"]["accuracy"] == pytest.approx(np.mean(int8_calls == labels), abs=1e-6)
-    assert abs(acc["int8_cpu"]["agreement"] - np.mean(int8_calls == fp32_calls)) <= slack + 1e-9
-    assert abs(acc["int8_cpu"]["max_abs_prob_diff"] - np.abs(p_int8 - p_fp32).max()) <= 1e-3 + 1e-6
-    assert report["int8"]["drop_points"]["int8_cpu"] == pytest.approx(
-        100 * (acc["fp32"]["accuracy"] - acc["int8_cpu"]["accuracy"]), abs=1e-3)
-    # this untrained model's INT8 files agree with FP32 everywhere; a pipeline that calls the other class on
-    # every frame must score agreement 0, accuracy 1 - FP32's and the matching drop
-    fp32 = OrtPipeline(out / "global.onnx", out / "parts.onnx", PipelineParams(PRE, float(model.cfg.global_weight), True, 1))
-
-    class Opposite:
-        def run_frame(self, frame):
-            r = fp32.run_frame(frame)
-            return dataclasses.replace(r, logits=r.logits[::-1].copy(), probability=1.0 - r.probability)
-
-    rep = compare_precisions({"fp32": fp32, "opposite": Opposite()}, "fp32", root / "data" / "val", PRE)
-    fp32_acc = rep["fp32"]["accuracy"]
-    assert rep["opposite"]["agreement"] == 0.0 and rep["opposite"]["accuracy"] == pytest.approx(1 - fp32_acc)
-    assert rep["opposite"]["delta_points"] == pytest.approx(100 * (1 - 2 * fp32_acc))
+    v_fp32, v_int8 = np.array([th.decide(p) for p in p_fp32]), np.array([th.decide(p) for p in p_int8])
+    # onnxruntime FP32 and torch agree within 1e-3 (the parity gate): only a frame that close to a threshold
+    # may be decided differently by the gate's FP32 pipeline than by torch here
+    near = np.min(np.abs(p_fp32[:, None] - np.array([th.genuine_at, th.counterfeit_at])[None]), axis=1) < 1e-3
+    slack = float(np.mean(near))
+    assert entry["n"] == len(paths)
+    assert abs(entry["agreement"] - np.mean(v_int8 == v_fp32)) <= slack + 1e-9
+    assert entry["accuracy"] == pytest.approx(np.mean(v_int8 == truth), abs=1e-6)
+    assert abs(entry["fp32_accuracy"] - np.mean(v_fp32 == truth)) <= slack + 1e-9
+    assert entry["drop_points"] == pytest.approx(100 * (entry["fp32_accuracy"] - entry["accuracy"]), abs=1e-3)
+    assert abs(entry["abs_dp"]["max"] - np.abs(p_int8 - p_fp32).max()) <= 1e-3 + 1e-6
+    assert entry["abs_dp"]["p50"] <= entry["abs_dp"]["p99"] <= entry["abs_dp"]["max"]
 
 
 def test_int8_files_follow_their_flavour(exported):
@@ -199,57 +191,123 @@ def test_runtime_path_matches_torch_on_a_folder(work, exported):
     assert rep["max_abs_prob_diff"] <= 1e-3
 
 
-def _fast_int8(monkeypatch):
-    """Skip the real quantiser (tested above): INT8 files are FP32 copies, for testing the gate only."""
+def negated_logits(src: Path, dest: Path, output: str) -> None:
+    """Copy ONNX file `src` to `dest` with its `output` logits negated: for 2 classes P(counterfeit)
+    becomes 1 - P, so at thresholds 0.5/0.5 every verdict flips."""
+    model = onnx.load(str(src))
+    for node in model.graph.node:
+        node.output[:] = [f"{output}_raw" if o == output else o for o in node.output]
+    model.graph.node.append(onnx.helper.make_node("Neg", [f"{output}_raw"], [output]))
+    onnx.save(model, str(dest))
+
+
+def _fast_int8(monkeypatch, flip: tuple[str, ...] = ()):
+    """Skip the real quantiser (tested above): INT8 files are FP32 copies, for testing the gate only;
+    the flavours in `flip` get their logits negated (verdicts that differ from FP32's)."""
     import shutil
+
+    outputs = {"global": names.GLOBAL_LOGITS, "parts": names.PART_LOGITS}
 
     def fake(out, calib, method, cfg, flavours):
         for g in names.GRAPHS:
             for f in flavours:
-                shutil.copyfile(out / names.model_file(g), out / names.model_file(g, "int8", f))
+                src, dest = out / names.model_file(g), out / names.model_file(g, "int8", f)
+                negated_logits(src, dest, outputs[g]) if f in flip else shutil.copyfile(src, dest)
         return {}
 
     monkeypatch.setattr(bundle_mod, "quantize_bundle", fake)
 
 
-def test_int8_gate_fails_unless_forced(work, exported, tmp_path, monkeypatch):
-    root, _, ckpt = work
-    _fast_int8(monkeypatch)
+@pytest.fixture()
+def even_ckpt(work, tmp_path, exported, monkeypatch):
+    """The tiny model's checkpoint with thresholds 0.5/0.5 (no abstain band: every flipped P changes the
+    verdict), and the graph export replaced by copies of `exported`'s files (tested above)."""
     import shutil
 
-    def copy_graphs(model, out, opset):  # the export itself is tested above; reuse its files
+    root, model, _ = work
+    ckpt = tmp_path / "even.pt"
+    save_checkpoint(ckpt, model, list(names.CLASS_NAMES), thresholds=Thresholds(0.5, 0.5))
+
+    def copy_graphs(model, out, opset):
         for g in names.GRAPHS:
             shutil.copyfile(exported[0] / names.model_file(g), Path(out) / names.model_file(g))
         return load_bundle(exported[0]).manifest.tensors
 
     monkeypatch.setattr(bundle_mod, "export_graphs", copy_graphs)
+    return ckpt
 
-    def drop(pipes, reference, folder, cfg, classes, limit):
-        base = {"accuracy": 0.9, "delta_points": 0.0, "agreement": 1.0, "max_abs_prob_diff": 0.0}
-        return {"n": 10, "fp32": base, "int8_trt": base, "int8_cpu": dict(base, accuracy=0.8, delta_points=-10.0)}
 
-    monkeypatch.setattr(bundle_mod, "compare_precisions", drop)
-    args = [str(ckpt), "--int8", "--calib", str(root / "data"), "--calib-n", "3"]
+def test_int8_gate_refuses_changed_verdicts_unless_forced(work, even_ckpt, tmp_path, monkeypatch):
+    """A CPU flavour whose verdicts differ from FP32's on every val image fails the gate: no bundle, the
+    failure's report names it; with --force the bundle ships with cpu `failed-forced`, trt `passed`."""
+    root = work[0]
+    _fast_int8(monkeypatch, flip=("cpu",))
+    args = [str(even_ckpt), "--int8", "--calib", str(root / "data"), "--calib-n", "3"]
     res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a")])
-    assert res.exit_code == 1 and "INT8 accuracy drop 10.00 points (int8_cpu)" in res.output
+    assert res.exit_code == 1 and "INT8 gate failed: int8 cpu: verdicts equal FP32's on 0.0% of" in res.output, \
+        res.output
+    assert "int8 trt" not in res.output.split("INT8 gate failed")[1]
     assert not (tmp_path / "a").exists(), "a failed export leaves no bundle folder"
     failed = tmp_path / "a.failed-report.json"
     assert str(failed) in res.output
-    report = json.loads(failed.read_text())
-    assert report["int8"]["gate"] == "failed" and "error" in report
+    gate = json.loads(failed.read_text())["int8"]["gate"]
+    assert gate["flavours"]["cpu"]["status"] == "failed" and gate["flavours"]["trt"]["status"] == "passed"
+    assert gate["flavours"]["cpu"]["agreement"] == 0.0 and gate["flavours"]["trt"]["agreement"] == 1.0
     res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a"), "--force"])
-    assert res.exit_code == 0 and load_bundle(tmp_path / "a").manifest.calibration["n"] == 3
-    assert json.loads((tmp_path / "a" / names.REPORT_FILE).read_text())["int8"]["gate"] == "forced"
+    assert res.exit_code == 0 and "recorded failed-forced" in res.output, res.output
+    man = load_bundle(tmp_path / "a").manifest
+    assert man.calibration["n"] == 3
+    assert man.int8_status("cpu") == "failed-forced" and man.int8_status("trt") == "passed"
+    assert man.int8_gate["flavours"]["cpu"]["abs_dp"]["max"] > 0 and man.int8_gate["images"]["n"] > 0
     assert not failed.exists(), "a successful export removes the stale failure report"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"], "no staging folder left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "even.pt"], "no staging folder left behind"
+
+
+def test_int8_gate_options_and_passing_copies(work, even_ckpt, tmp_path, monkeypatch):
+    """INT8 files equal to FP32 pass the default gate; --min-int8-agreement 0 and a --max-int8-drop of
+    100 let even flipped verdicts pass; an agreement above 1 is a one-line error."""
+    root = work[0]
+    args = [str(even_ckpt), "--int8", "--calib", str(root / "data"), "--calib-n", "3"]
+    _fast_int8(monkeypatch)
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    man = load_bundle(tmp_path / "a").manifest
+    assert man.int8_status("cpu") == man.int8_status("trt") == "passed"
+    assert man.int8_gate["criteria"] == {"min_agreement": 0.99, "max_drop_points": 0.5}
+    _fast_int8(monkeypatch, flip=("cpu", "trt"))
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "b"), "--min-int8-agreement", "0",
+                                           "--max-int8-drop", "100"])
+    assert res.exit_code == 0, res.output
+    assert load_bundle(tmp_path / "b").manifest.int8_status("cpu") == "passed"
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c"), "--min-int8-agreement", "1.5"])
+    assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == \
+        "Error: --min-int8-agreement must be in [0, 1], got 1.5"
+
+
+def test_int8_without_val_is_unverified(work, even_ckpt, tmp_path, monkeypatch):
+    """Calibration from a folder without a val split: one line says so and INT8 is `unverified`."""
+    import shutil
+
+    root = work[0]
+    calib = tmp_path / "calib"
+    shutil.copytree(root / "data" / "train", calib)
+    _fast_int8(monkeypatch)
+    res = CliRunner().invoke(main, [str(even_ckpt), "--int8", "--calib", str(calib), "--calib-n", "3",
+                                    "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert sum("no labelled val split" in line for line in res.output.splitlines()) == 1, res.output
+    man = load_bundle(tmp_path / "a").manifest
+    assert man.int8_status("cpu") == man.int8_status("trt") == "unverified" and man.int8_gate["images"] is None
 
 
 def test_failed_export_leaves_the_previous_bundle_loadable(work, tmp_path, monkeypatch):
     """The export is a transaction: a gate that fails after the graphs were written, a parity failure,
     and an interrupt each leave the previous bundle (signed here) byte for byte as it was."""
-    root, _, ckpt = work
+    root, model, _ = work
     from edge_runtime.signing import generate_keypair
 
+    ckpt = tmp_path / "even.pt"
+    save_checkpoint(ckpt, model, list(names.CLASS_NAMES), thresholds=Thresholds(0.5, 0.5))
     out = tmp_path / "work" / "bundle"
     key = tmp_path / "team.key"
     generate_keypair(key, tmp_path / "team.pub")
@@ -259,14 +317,10 @@ def test_failed_export_leaves_the_previous_bundle_loadable(work, tmp_path, monke
     before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert Path(names.SIGNATURE_FILE) in before
 
-    _fast_int8(monkeypatch)
-    drop = {"n": 10, "fp32": {"accuracy": 0.9, "delta_points": 0.0, "agreement": 1.0, "max_abs_prob_diff": 0.0}}
-    drop["int8_cpu"] = drop["int8_trt"] = dict(drop["fp32"], accuracy=0.8, delta_points=-10.0)
-    monkeypatch.setattr(bundle_mod, "compare_precisions", lambda *a: drop)
+    _fast_int8(monkeypatch, flip=("cpu", "trt"))
     args = [str(ckpt), "--out", str(out), "--sign", str(key)]
     res = runner.invoke(main, args + ["--int8", "--calib", str(root / "data"), "--calib-n", "3"])
-    assert res.exit_code == 1 and "INT8 accuracy drop" in res.output, res.output
-
+    assert res.exit_code == 1 and "INT8 gate failed" in res.output, res.output
     def broken_parity(model, pipe, frames, positive):
         return {"passed": False, "failures": ["frame 0: 0.9 vs 0.1"], "max_abs_prob_diff": 0.8}
 

@@ -1,0 +1,173 @@
+"""The INT8 gate on what the field sees: INT8 against FP32 per image, at the bundle's thresholds.
+
+For every labelled val image, FP32 and each INT8 flavour run the whole runtime path (calibration.accuracy
+OrtPipeline; the TensorRT flavour Q/DQ simulated, as TensorRT computes it) and the verdict comes from the
+scanner's own rule, edge_runtime.roi.Thresholds.decide. Per flavour: verdict agreement with FP32, accuracy
+(the verdict equals the label; uncertain counts as wrong, as the scanner's summary counts it), its drop
+against FP32's in points, argmax accuracy (as the gate before this one measured), and |dP| and |d log-odds|
+of P(counterfeit) at p50 / p99 / max. A flavour passes when agreement >= min_agreement and the drop <=
+max_drop_points. The record (edge_runtime.int8_gate) goes into the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from calibration import CalibrationError
+from edge_runtime.int8_gate import FAILED_FORCED, MAX_DROP_POINTS, MIN_AGREEMENT, PASSED, UNVERIFIED
+from edge_runtime.manifest import sha256_file
+from edge_runtime.preprocess import PreprocessConfig, load_frame
+from edge_runtime.roi import Thresholds
+
+if TYPE_CHECKING:  # calibration.accuracy imports onnxruntime; mgfen-export reads the defaults below without it
+    from calibration.accuracy import OrtPipeline
+
+
+@dataclass(frozen=True)
+class GateCriteria:
+    """What a flavour must reach: agreement >= min_agreement (0..1), drop <= max_drop_points (points)."""
+
+    min_agreement: float = MIN_AGREEMENT
+    max_drop_points: float = MAX_DROP_POINTS
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise CalibrationError(f"--min-int8-agreement must be in [0, 1], got {self.min_agreement}")
+        if self.max_drop_points < 0:
+            raise CalibrationError(f"--max-int8-drop must be >= 0, got {self.max_drop_points}")
+
+    def to_dict(self) -> dict:
+        return {"min_agreement": self.min_agreement, "max_drop_points": self.max_drop_points}
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One pipeline on N images: probs [N] float64 P(positive), log_odds [N] float64 log P/(1-P) from the
+    final logits (exact, no clipping), argmax [N] int64 class index."""
+
+    probs: np.ndarray
+    log_odds: np.ndarray
+    argmax: np.ndarray
+
+
+def positive_log_odds(logits: np.ndarray, positive: int) -> float:
+    """log(P / (1 - P)) of class `positive` from final logits [C] (any float dtype), in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    others = np.delete(z, positive)
+    top = others.max()
+    return float(z[positive] - (top + np.log(np.exp(others - top).sum())))
+
+
+def score_images(pipelines: dict[str, OrtPipeline], paths: list[Path], cfg: PreprocessConfig,
+                 positive: int) -> dict[str, Scores]:
+    """Run every pipeline on the same frames (load_frame of each path, in order)."""
+    probs: dict[str, list[float]] = {k: [] for k in pipelines}
+    odds: dict[str, list[float]] = {k: [] for k in pipelines}
+    top: dict[str, list[int]] = {k: [] for k in pipelines}
+    for path in paths:
+        frame = load_frame(path, cfg)
+        for key, pipe in pipelines.items():
+            res = pipe.run_frame(frame)
+            probs[key].append(res.probability)
+            odds[key].append(positive_log_odds(res.logits, positive))
+            top[key].append(int(np.argmax(res.logits)))
+    return {k: Scores(np.array(probs[k], np.float64), np.array(odds[k], np.float64), np.array(top[k], np.int64))
+            for k in pipelines}
+
+
+def _spread(values: np.ndarray) -> dict:
+    return {"p50": round(float(np.percentile(values, 50)), 6), "p99": round(float(np.percentile(values, 99)), 6),
+            "max": round(float(values.max()), 6)}
+
+
+def compare_verdicts(ref: Scores, other: Scores, labels: np.ndarray, thresholds: Thresholds,
+                     positive: int) -> dict:
+    """The numbers of one INT8 flavour (`other`) against FP32 (`ref`); labels [N] int class indices."""
+    def verdicts(scores: Scores) -> np.ndarray:
+        return np.array([thresholds.decide(float(p)) for p in scores.probs])
+
+    truth = np.where(labels == positive, "counterfeit", "genuine")
+    v_ref, v_other = verdicts(ref), verdicts(other)
+    acc_ref, acc = float(np.mean(v_ref == truth)), float(np.mean(v_other == truth))
+    arg_ref, arg = float(np.mean(ref.argmax == labels)), float(np.mean(other.argmax == labels))
+    return {"n": int(len(labels)), "agreement": round(float(np.mean(v_ref == v_other)), 6),
+            "verdicts_changed": int(np.sum(v_ref != v_other)),
+            "accuracy": round(acc, 6), "fp32_accuracy": round(acc_ref, 6),
+            "drop_points": round(100.0 * (acc_ref - acc), 4),
+            "argmax_accuracy": round(arg, 6), "argmax_drop_points": round(100.0 * (arg_ref - arg), 4),
+            "abs_dp": _spread(np.abs(other.probs - ref.probs)),
+            "abs_dlogodds": _spread(np.abs(other.log_odds - ref.log_odds))}
+
+
+def judge(numbers: dict, criteria: GateCriteria) -> str | None:
+    """None when the numbers pass the criteria, else one line saying what failed."""
+    failed = []
+    if numbers["agreement"] < criteria.min_agreement:
+        failed.append(f"verdicts equal FP32's on {100 * numbers['agreement']:.1f}% of {numbers['n']} val images "
+                      f"(< {100 * criteria.min_agreement:g}%)")
+    if numbers["drop_points"] > criteria.max_drop_points:
+        failed.append(f"accuracy drop {numbers['drop_points']:.2f} points (> {criteria.max_drop_points:g})")
+    return "; ".join(failed) or None
+
+
+def images_record(folder: Path, paths: list[Path]) -> dict:
+    """Which images the numbers came from: folder (last two parts), count, paths relative to it, and
+    one sha256 over the sorted "sha256  relative path" lines (recomputable from the folder)."""
+    rel = [p.relative_to(folder).as_posix() for p in paths]
+    lines = sorted(f"{sha256_file(p)}  {r}" for p, r in zip(paths, rel))
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return {"folder": "/".join(folder.resolve().parts[-2:]), "n": len(paths), "sha256": digest, "paths": rel}
+
+
+def unverified_record(flavours: tuple[str, ...], criteria: GateCriteria, reason: str) -> dict:
+    """The record of an export that measured nothing (no labelled val split)."""
+    return {"criteria": criteria.to_dict(), "images": None,
+            "flavours": {f: {"status": UNVERIFIED, "reason": reason} for f in flavours}}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """record: the manifest's int8_gate. failure: one line when a flavour failed (None when all passed).
+    summary: one line per flavour, for the export's log."""
+
+    record: dict
+    failure: str | None
+    summary: list[str]
+
+
+def run_gate(fp32: OrtPipeline, int8: dict[str, OrtPipeline], folder: Path, cfg: PreprocessConfig,
+             classes: tuple[str, ...], thresholds: Thresholds, positive: int, criteria: GateCriteria,
+             force: bool, limit: int | None = None) -> GateResult:
+    """Gate every INT8 flavour ({flavour: pipeline}) against `fp32` on the labelled images of `folder`
+    (`limit`: at most that many, evenly spaced over the sorted list, so both classes stay represented).
+    A failing flavour is `failed-forced` with `force`; without it the result's `failure` says why."""
+    from calibration.accuracy import labelled_images
+
+    items = labelled_images(folder, classes)
+    if limit is not None and len(items) > limit:
+        items = [items[(i * len(items)) // limit] for i in range(limit)]
+    paths = [p for p, _ in items]
+    labels = np.array([label for _, label in items], np.int64)
+    scores = score_images({"fp32": fp32, **int8}, paths, cfg, positive)
+    flavours, summary, failures = {}, [], []
+    for flavour in int8:
+        numbers = compare_verdicts(scores["fp32"], scores[flavour], labels, thresholds, positive)
+        why = judge(numbers, criteria)
+        numbers["status"] = PASSED if why is None else FAILED_FORCED if force else "failed"  # failed: no bundle
+        if why is not None:
+            numbers["reason"] = why
+            failures.append(f"int8 {flavour}: {why}")
+        flavours[flavour] = numbers
+        summary.append(f"INT8 {flavour} on {numbers['n']} val images at thresholds {thresholds.genuine_at:g}/"
+                       f"{thresholds.counterfeit_at:g}: verdicts {100 * numbers['agreement']:.1f}% equal FP32's, "
+                       f"accuracy {100 * numbers['accuracy']:.1f}% (drop {numbers['drop_points']:+.2f} pts), "
+                       f"|dP| p50 {numbers['abs_dp']['p50']:.2g} p99 {numbers['abs_dp']['p99']:.2g} "
+                       f"max {numbers['abs_dp']['max']:.2g} -> {'PASS' if why is None else 'FAIL'}")
+    record = {"criteria": criteria.to_dict(), "images": images_record(Path(folder), paths), "flavours": flavours}
+    failure = "; ".join(failures) if failures and not force else None
+    return GateResult(record, failure, summary)
