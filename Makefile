@@ -48,11 +48,12 @@ $(DEMO)/sheet.png: $(DEMO)/data/card.json
 $(DEMO)/edge/best.pt: $(DEMO)/data/card.json
 	$(BIN)/mgfen-train --data $(DEMO)/data --out $(DEMO)/edge --preset edge
 
-# Both INT8 flavours (CPU for this machine, TensorRT for a Jetson), scored on the val split. It has 64
-# images: one flipped image is a 1.6-point drop, hence a 2-point gate.
+# Both INT8 flavours (CPU for this machine, TensorRT for a Jetson), gated on the val split's verdicts at
+# the bundle's thresholds (calibration/verdict_gate.py, default gate). On the demo the CPU flavour changes
+# 1 of 64 val verdicts and fails the gate (docs/results/demo.md); --force keeps it, recorded
+# failed-forced, so the scanner's auto precision runs FP32 here and says why. The TensorRT flavour passes.
 $(DEMO)/bundle/manifest.json: $(DEMO)/edge/best.pt
-	$(BIN)/mgfen-export $(DEMO)/edge/best.pt --out $(DEMO)/bundle --int8 \
-	  --calib $(DEMO)/data --max-int8-drop 2
+	$(BIN)/mgfen-export $(DEMO)/edge/best.pt --out $(DEMO)/bundle --int8 --calib $(DEMO)/data --force
 
 $(DEMO)/scan_summary.json: $(DEMO)/bundle/manifest.json
 	$(BIN)/mgfen-scan run --bundle $(DEMO)/bundle --source file://$(abspath $(DEMO))/data/test \
