@@ -12,7 +12,6 @@ import math
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from calibration.verdict_gate import GateCriteria, Scores, compare_verdicts, judge, positive_log_odds
 from edge_runtime import names
@@ -22,6 +21,7 @@ from edge_runtime.manifest import MANIFEST_FILE, load_bundle
 from edge_runtime.model_runner import ModelRunner
 from edge_runtime.roi import Thresholds
 from edge_runtime.scan_cli import main as scan_main
+from cli_runner import stderr_runner
 from fake_bundle import make_fake_bundle, make_image
 
 TH = Thresholds(0.3, 0.7)
@@ -122,7 +122,7 @@ def test_auto_runs_int8_only_when_its_gate_passed(tmp_path, status, runs):
 
 
 def _scan(bundle_dir, folder, *extra):
-    return CliRunner().invoke(scan_main, ["run", "--bundle", str(bundle_dir), "--source", f"file://{folder}",
+    return stderr_runner().invoke(scan_main, ["run", "--bundle", str(bundle_dir), "--source", f"file://{folder}",
                                           "--no-prefetch", "--session-frames", "1", "--min-frames", "1", *extra])
 
 
@@ -163,7 +163,7 @@ def test_auto_says_once_why_it_runs_fp32(tmp_path, images):
     lines = [line for line in res.stderr.splitlines() if "auto precision runs fp32" in line]
     assert len(lines) == 1 and res.stderr.splitlines()[0] == lines[0]
     assert "fp32 (global.onnx)" in res.stderr
-    res = CliRunner().invoke(bench_main, ["--bundle", str(bundle), "--frames", "2", "--warmup", "0",
+    res = stderr_runner().invoke(bench_main, ["--bundle", str(bundle), "--frames", "2", "--warmup", "0",
                                           "--backend", "ort", "--json", "-"])
     assert res.exit_code == 0, res.output
     assert sum("auto precision runs fp32" in line for line in res.stderr.splitlines()) == 1

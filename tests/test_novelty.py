@@ -5,7 +5,6 @@ audit log."""
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import numpy as np
@@ -21,6 +20,7 @@ from edge_runtime.roi import Thresholds
 from edge_runtime.scan_cli import format_summary, main as scan_main, summarise
 from edge_runtime.scanner import ScanStats
 from edge_runtime.session import SessionConfig, SessionTracker
+from cli_runner import stderr_runner
 from fake_bundle import make_fake_bundle, make_image
 
 
@@ -139,9 +139,7 @@ def test_bundle_without_table_runs_as_before_and_says_so_once(tmp_path):
 
     for i in range(3):
         cv2.imwrite(str(tmp_path / "img" / f"{i}.png"), make_image("red", seed=i))
-    # stderr apart from stdout: click < 8.2 needs mix_stderr=False, click 8.2 removed the argument
-    split = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
-    res = CliRunner(**split).invoke(scan_main, ["run", "--bundle", str(bundle), "--source",
+    res = stderr_runner().invoke(scan_main, ["run", "--bundle", str(bundle), "--source",
                                                 f"file://{tmp_path / 'img'}", "--out", str(tmp_path / "e.jsonl")])
     assert res.exit_code == 0, res.output
     assert res.stderr.count("cannot refuse") == 1 and len(res.stderr.splitlines()[0]) < 200
