@@ -16,10 +16,19 @@ does not name is `unverified`. The runtime's `auto` precision runs an INT8 file 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Optional, Protocol
 
-if TYPE_CHECKING:  # manifest.py imports this module
-    from edge_runtime.manifest import Manifest
+
+class Manifest(Protocol):
+    """What the gate reads of edge_runtime.manifest.Manifest (which imports this module, so it is named by
+    shape here rather than imported)."""
+
+    @property
+    def int8_gate(self) -> Optional[dict]: ...
+
+    def file_for(self, graph: str, precision: str = ..., flavour: Optional[str] = ...) -> Optional[str]: ...
+
+    def int8_status(self, flavour: str) -> str: ...
 
 # the default gate (export's --min-int8-agreement and --max-int8-drop; calibration/verdict_gate.py applies it)
 MIN_AGREEMENT = 0.99  # fraction of val images whose INT8 verdict equals FP32's
@@ -74,9 +83,12 @@ def target_flavour(target: str) -> str:
 def auto_int8(manifest: Manifest, graph: str, target: str) -> bool:
     """Whether `auto` precision runs INT8 for `graph` on `target` ("cpu" | "cuda" | "trt"): the bundle has
     the target's flavour and that flavour passed its export gate (never on the CUDA provider)."""
-    flavour = target_flavour(target)
-    return (target != "cuda" and manifest.file_for(graph, "int8", flavour) is not None
-            and manifest.int8_status(flavour) == PASSED)
+    return has_int8(manifest, graph, target) and manifest.int8_status(target_flavour(target)) == PASSED
+
+
+def has_int8(manifest: Manifest, graph: str, target: str) -> bool:
+    """Whether the bundle has an INT8 file `target` can run for `graph` (none on the CUDA provider)."""
+    return target != "cuda" and manifest.file_for(graph, "int8", target_flavour(target)) is not None
 
 
 def run_label(manifest: Manifest, precision: str, target: str) -> str:
@@ -92,8 +104,7 @@ def precision_note(manifest: Manifest, graph: str, requested: str | None, precis
     None) fell back to fp32 because the target's INT8 file did not pass, or int8 was asked for and runs
     a file that did not pass."""
     flavour = target_flavour(target)
-    has_int8 = target != "cuda" and manifest.file_for(graph, "int8", flavour) is not None
-    if manifest.int8_status(flavour) == PASSED or not has_int8:
+    if manifest.int8_status(flavour) == PASSED or not has_int8(manifest, graph, target):
         return ""
     reason = status_reason(manifest.int8_gate, flavour)
     if requested is None and precision == "fp32":
