@@ -21,7 +21,7 @@ import torch
 from edge_runtime.errors import ImageError
 from edge_runtime.preprocess import PreprocessConfig, global_input, list_images, prepare_frame, read_image
 from train.checkpoint import load_checkpoint
-from train.data import index_folder
+from train.data import select_split
 from train.errors import DataError
 from train.novelty_fit import table_from_state
 
@@ -73,8 +73,8 @@ def ood_report(ckpt: Path, data: Path, ood: Path, split: str = "test", batch: in
         raise DataError(f"{ckpt}: checkpoint has no novelty table (trained before the `unknown` answer); retrain")
     table = table_from_state(info["novelty"])
     ood_paths = ood_images(ood)
-    index = index_folder(data, seed)
-    own = [Path(index.root) / s.path for s in (index.samples if split == "all" else index.split(split))]
+    index, samples = select_split(data, split, list(info["classes"]), seed)
+    own = [Path(index.root) / s.path for s in samples]
     cfg = model.cfg.preprocess
     try:
         ood_scores, own_scores = _scores(model, table, ood_paths, cfg, batch), _scores(model, table, own, cfg, batch)
