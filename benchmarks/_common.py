@@ -1,7 +1,7 @@
 """Helpers shared by the benchmark scripts (run them as `python benchmarks/<script>.py`; this folder is
 then on sys.path, so `import _common` works).
 
-- synthetic_data / sample_frames: the cached synthetic dataset (train.synth) and real BGR frames from it;
+- synthetic_data / sample_frames: the cached synthetic dataset (train.data.synth) and real BGR frames from it;
 - run_rounds / summarise: variants timed round by round in alternating order, min / median / FPS;
 - count_macs: multiply-accumulates of an ONNX graph (Conv incl. grouped/depthwise, ConvTranspose,
   Gemm, MatMul), from the tensor shapes of one onnxruntime run;
@@ -28,8 +28,9 @@ from edge_runtime.preprocess import list_images, read_image
 
 
 def synthetic_data(out: Path, n: int, size: int = 1024, seed: int = 0, log: Callable[[str], None] = print) -> Path:
-    """The synthetic dataset in `out` (train.synth layout), generated once and reused afterwards."""
-    from train.synth import SynthConfig, generate_dataset
+    """The synthetic dataset in `out` (train.data.synth layout), generated once and reused afterwards."""
+    from train.data.synth import generate_dataset
+    from train.data.synth_config import SynthConfig
 
     out = Path(out)
     if not (out / "manifest.csv").is_file():

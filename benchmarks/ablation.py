@@ -3,12 +3,12 @@
 Five edge-preset models, same data, seed and epochs:
     baseline       global branch only (--no-parts, --no-fpn), no background replacement
     + parts/FPN    FPN heatmap, K part crops from the full frame, heatmap-weighted vote
-    + bg replace   baseline + online background replacement (train.blend.BackgroundReplacer)
+    + bg replace   baseline + online background replacement (train.enhance.blend.BackgroundReplacer)
     full, no prior parts/FPN + background replacement (the paper's full model)
-    full model     the same + the heatmap foreground prior (train.loss.foreground_prior, --fg-prior)
+    full model     the same + the heatmap foreground prior (train.model.loss.foreground_prior, --fg-prior)
 Each is scored on a BIASED test set (rendered here with the training bias: the background comes from the
 own class's half of the families with probability --bias; the dataset's own test split is unbiased by
-design), with the background-reliance suite (train.bg_suite) on that set: accuracy on the biased test
+design), with the background-reliance suite (train.evaluate.bg_suite) on that set: accuracy on the biased test
 (original), on mixed_rand, BG-Gap = mixed_same - mixed_rand, and adversarial-background accuracy.
 
     python benchmarks/ablation.py --out runs/ablation                     # CPU: long (see --epochs)
@@ -47,7 +47,7 @@ RUNS = (
 
 def _render_biased(args: tuple) -> tuple[str, str, str, str]:
     from edge_runtime.names import CLASS_NAMES
-    from train.synth import render_sample
+    from train.data.synth import render_sample
 
     config, out, i, label, background, index = args
     image, mask, _ = render_sample(config, index, label, background, group=index)
@@ -61,8 +61,8 @@ def _render_biased(args: tuple) -> tuple[str, str, str, str]:
 def make_biased_test(out: Path, config, n: int, bias: float, workers: int) -> dict:
     """n frames (half per class) of new items whose background is from the own class's half with
     probability `bias`: the shortcut a biased collection has, now also at test time."""
-    from train.backgrounds import BackgroundLibrary
-    from train.synth import background_halves
+    from train.data.synth import background_halves
+    from train.enhance.backgrounds import BackgroundLibrary
 
     lib = BackgroundLibrary(config.backgrounds, () if config.backgrounds else config.families)
     halves = background_halves(config, lib.names)
@@ -200,9 +200,11 @@ def main() -> None:
 
     import torch
 
-    from train.bg_cli import bg_suite_report
-    from train.synth import SynthConfig, generate_dataset
-    from train.trainer import TrainConfig, train
+    from train.data.synth import generate_dataset
+    from train.data.synth_config import SynthConfig
+    from train.evaluate.bg_report import bg_suite_report
+    from train.fit.config import TrainConfig
+    from train.fit.trainer import train
 
     torch.set_num_threads(args.threads)
     t_all = time.perf_counter()

@@ -94,11 +94,11 @@ class Normalised(nn.Module):
 def mgfen_model(preset_name: str, ckpt: str | None):
     """(MGFEN in eval mode, checkpoint info, description): the checkpoint, or the preset at random init."""
     if ckpt:
-        from train.checkpoint import load_checkpoint
+        from train.model.checkpoint import load_checkpoint
 
         model, info = load_checkpoint(ckpt, map_location="cpu")
         return model.eval(), info, f"checkpoint {Path(ckpt).name}"
-    from train.model import build_model, preset
+    from train.model.mgfen import build_model, preset
 
     torch.manual_seed(0)
     return build_model(preset(preset_name), pretrained=None).eval(), {}, "random init (seed 0)"
@@ -429,7 +429,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="cuda: torch eager FP32 and FP16 autocast on the GPU, no onnxruntime rows")
     ap.add_argument("--ckpt-paper", help="trained checkpoint for the paper preset (default: random init)")
     ap.add_argument("--ckpt-edge", help="trained checkpoint for the edge preset (default: random init)")
-    ap.add_argument("--data", help="dataset folder (train.synth layout); default OUT/data, generated once")
+    ap.add_argument("--data", help="dataset folder (train.data.synth layout); default OUT/data, generated once")
     ap.add_argument("--n", type=int, default=24, help="synthetic frames when --data is not given")
     ap.add_argument("--calib-n", type=int, default=8, help="INT8 calibration images")
     ap.add_argument("--calib-method", default="minmax", choices=["entropy", "minmax", "percentile"],
@@ -440,7 +440,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--reuse", action="store_true", help="reuse bundles / ONNX files already in OUT")
     args = ap.parse_args(argv)
     args.presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    from train.model import PRESETS
+    from train.model.mgfen import PRESETS
 
     bad = [p for p in args.presets if p not in PRESETS]
     if bad or not args.presets:
@@ -492,7 +492,7 @@ def main(argv=None) -> None:
         variants.append(Variant(name, "ort int8-cpu", cfg, ort_mgfen_fn(OrtPipeline(*int8, params, args.threads)),
                                 macs, "int8"))
     if not args.no_reference:
-        from train.model import preset
+        from train.model.mgfen import preset
 
         log(f"{RESNET}:")
         cfg = preset("paper").preprocess  # 1024 px frame, 448 px global view

@@ -33,12 +33,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     from edge_runtime.preprocess import list_images, read_image
-    from train.foreground import ForegroundConfig, ForegroundExtractor, mask_iou, read_mask
+    from train.enhance.foreground import ForegroundConfig, ForegroundExtractor, mask_iou, read_mask
 
     tmp = None
     data = args.data
     if data is None:
-        from train.synth import SynthConfig, generate_dataset
+        from train.data.synth import generate_dataset
+        from train.data.synth_config import SynthConfig
 
         tmp = tempfile.TemporaryDirectory(prefix="mgfen-bench-fg-")
         data = Path(tmp.name) / "synth"

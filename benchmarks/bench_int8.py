@@ -5,9 +5,9 @@
     python benchmarks/bench_int8.py --out runs/bench_int8 --train-epochs 1
 
 What it does:
-1. data: the synthetic dataset (train.synth, 1024 px frames) in OUT/data unless --data is given;
+1. data: the synthetic dataset (train.data.synth, 1024 px frames) in OUT/data unless --data is given;
 2. model: --ckpt, else a paper-preset model (resnet50, global 448, crops 224, K 4) that is trained for
-   --train-epochs epochs with train.trainer (0 = random init: then only agreement and speed mean much);
+   --train-epochs epochs with train.fit.trainer (0 = random init: then only agreement and speed mean much);
 3. export: the real mgfen-export path (export.bundle.export_model) with --int8 on the train split;
 4. accuracy: FP32 vs INT8 (cpu and trt flavours) on the test split through the runtime path;
 5. speed: global + parts graphs per frame, FP32 and INT8-cpu sessions with the same intra_op_num_threads,
@@ -35,7 +35,8 @@ from export.bundle import ExportConfig, export_model
 def get_data(args) -> Path:
     if args.data:
         return Path(args.data)
-    from train.synth import SynthConfig, generate_dataset
+    from train.data.synth import generate_dataset
+    from train.data.synth_config import SynthConfig
 
     data = Path(args.out) / "data"
     if not (data / "manifest.csv").is_file():
@@ -47,13 +48,14 @@ def get_data(args) -> Path:
 
 def get_model(args, data: Path):
     if args.ckpt:
-        from train.checkpoint import load_checkpoint
+        from train.model.checkpoint import load_checkpoint
 
         model, info = load_checkpoint(args.ckpt)
         return model, info, {"checkpoint": Path(args.ckpt).name}
     if args.train_epochs > 0:
-        from train.checkpoint import load_checkpoint
-        from train.trainer import TrainConfig, train
+        from train.fit.config import TrainConfig
+        from train.fit.trainer import train
+        from train.model.checkpoint import load_checkpoint
 
         run = Path(args.out) / "train"
         train(TrainConfig(data=str(data), out=str(run), preset="paper", pretrained="none",
@@ -61,7 +63,7 @@ def get_model(args, data: Path):
         ckpt = sorted(run.glob("*.pt"))[0]
         model, info = load_checkpoint(ckpt)
         return model, info, {"checkpoint": ckpt.name, "trained_epochs": args.train_epochs}
-    from train.model import build_model, preset
+    from train.model.mgfen import build_model, preset
 
     torch.manual_seed(0)
     model = build_model(preset("paper"), pretrained=None).eval()

@@ -43,7 +43,7 @@ from edge_runtime.roi import _sample_axis, crop_rois
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import run_rounds  # noqa: E402
 
-EDGE = PreprocessConfig(frame_size=768, global_size=128, crop_size=96)  # train.model.PRESETS["edge"]
+EDGE = PreprocessConfig(frame_size=768, global_size=128, crop_size=96)  # train.model.mgfen.PRESETS["edge"]
 SOURCES = ((1024, 1024), (960, 1280), (768, 768), (1080, 1920))  # (H, W)
 
 

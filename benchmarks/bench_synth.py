@@ -22,8 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from train.backgrounds import BackgroundLibrary
-from train.synth import REGION_NAMES, SynthConfig, generate_dataset, render_sample
+from train.data.synth import REGION_NAMES, generate_dataset, render_sample
+from train.data.synth_config import SynthConfig
+from train.enhance.backgrounds import BackgroundLibrary
 
 _BINS = 16
 

@@ -18,7 +18,7 @@ import time
 import torch
 import torchvision
 
-from train.model import build_model, preset
+from train.model.mgfen import build_model, preset
 
 
 def _sync(device: torch.device) -> None:

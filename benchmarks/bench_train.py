@@ -19,8 +19,8 @@ import torch
 
 
 def _paper_step_seconds_per_image(batch: int, threads: int) -> float:
-    from train.loss import mgfen_loss
-    from train.model import build_model, preset
+    from train.model.loss import mgfen_loss
+    from train.model.mgfen import build_model, preset
 
     torch.set_num_threads(threads)
     cfg = preset("paper")
@@ -46,11 +46,13 @@ def _paper_step_seconds_per_image(batch: int, threads: int) -> float:
 @click.option("--paper-batch", type=int, default=2, show_default=True)
 @click.option("--skip-paper", is_flag=True)
 def main(data: str, out: str, epochs: int | None, threads: int, paper_batch: int, skip_paper: bool) -> None:
-    from train.trainer import TrainConfig, train
+    from train.fit.config import TrainConfig
+    from train.fit.trainer import train
 
     data_dir = Path(data)
     if not (data_dir / "manifest.csv").is_file():
-        from train.synth import SynthConfig, generate_dataset
+        from train.data.synth import generate_dataset
+        from train.data.synth_config import SynthConfig
 
         generate_dataset(data_dir, SynthConfig(), workers=2)
     rows = {}

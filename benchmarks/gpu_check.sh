@@ -44,8 +44,8 @@ ABL2="$PY benchmarks/ablation.py --data $W/abl/data --biased-dir $W/abl/biased_t
 run abl_w3 $ABL2 --out "$W/abl_w3" --workers 2 --threads 1 --only 4 --fg-prior 3
 run abl_s1 $ABL2 --out "$W/abl_s1" --workers 2 --threads 1 --only 3,4 --seed 1
 # the paper training gets PAPER_LIMIT seconds; the export then runs on the best epoch so far
-run paper bash -c "$PY -m train.data_cli synth --out $W/pdata --seed 0 --workers 4 $SYNTH_SIZE --json;
-  timeout $PAPER_LIMIT $PY -m train.train_cli --data $W/pdata --out $W/paper --preset paper --device $DEVICE --threads 2 \
+run paper bash -c "$PY -m train.cli.mgfen_data synth --out $W/pdata --seed 0 --workers 4 $SYNTH_SIZE --json;
+  timeout $PAPER_LIMIT $PY -m train.cli.mgfen_train --data $W/pdata --out $W/paper --preset paper --device $DEVICE --threads 2 \
     --workers 4 --epochs $PAPER_EPOCHS --pretrained none $PAPER_SIZE --json;
   $PY -m export.cli $W/paper/best.pt --out $W/pbundle --int8 --calib $W/pdata --val $W/pdata/test \
     --max-int8-drop 100 --json > $W/res/paper_export.json"

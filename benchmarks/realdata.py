@@ -4,9 +4,9 @@ and the shortcut baselines on the same seeded group splits of each real dataset.
 For every dataset folder (arranged with `mgfen-data arrange`, see datasets/) and every split seed s:
     mgfen      mgfen-train --data D --seed s                  (edge preset defaults, frame fitted to the photos)
     no-parts   mgfen-train --data D --seed s --no-parts       (global branch only)
-    baselines  train.baselines.default_baselines: image metadata and colour statistics (logistic, 1-NN),
+    baselines  train.audit.baselines.default_baselines: image metadata and colour statistics (logistic, 1-NN),
                logistic regression on frozen ImageNet EfficientNet-Lite0 features at two sizes
-The split is the project's group-aware 7:2:1 split drawn with seed s (train.data.index_folder), so every
+The split is the project's group-aware 7:2:1 split drawn with seed s (train.data.folders.index_folder), so every
 model sees the same images; the baselines are fitted on the train split, everything is scored on test.
 Reported per split: accuracy and ROC-AUC with 95% group-bootstrap intervals, the paired difference MGFEN
 minus each other model (bootstrap over groups, same replicates for both); across splits: mean +- std.
@@ -43,11 +43,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.baselines import ImageFeatures, default_baselines, extract_features, fit_predict  # noqa: E402
-from train.data import index_folder  # noqa: E402
-from train.eval_baselines import checkpoint_scores  # noqa: E402
-from train.probe import DEFAULT_PROBE_SIZES, parse_probe_sizes  # noqa: E402
-from train.resample import paired_difference, score_with_interval  # noqa: E402
+from train.audit.baselines import ImageFeatures, default_baselines, extract_features, fit_predict  # noqa: E402
+from train.audit.probe import DEFAULT_PROBE_SIZES, parse_probe_sizes  # noqa: E402
+from train.data.folders import index_folder  # noqa: E402
+from train.evaluate.resample import paired_difference, score_with_interval  # noqa: E402
+from train.evaluate.vs_baselines import checkpoint_scores  # noqa: E402
 
 MODELS = {"mgfen": {}, "no-parts": {"use_parts": False}}
 GREY = "_grey"  # suffix of a dataset's grey copy (--grey); held out when its colour original is
@@ -83,7 +83,7 @@ def cpu_flags() -> str:
 def parse_sets(items: list[str]) -> dict:
     """["head_epochs=2", "freeze_bn=true", "select=auc"] -> TrainConfig overrides, each value parsed as JSON
     where it can be (numbers, true/false/null) and kept as a string otherwise."""
-    from train.trainer import TrainConfig
+    from train.fit.config import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     out = {}
@@ -164,7 +164,8 @@ def train_and_score(data: Path, out: Path, seed: int, overrides: dict, threads: 
         if kept.get("overrides") != overrides:
             raise SystemExit(f"{out}: trained with {kept.get('overrides')}, asked for {overrides}: use another --out")
         return kept
-    from train.trainer import TrainConfig, train
+    from train.fit.config import TrainConfig
+    from train.fit.trainer import train
 
     summary = train(TrainConfig(data=str(data), out=str(out), seed=seed, progress=False, threads=threads, **overrides))
     _, test, p = checkpoint_scores(out / "best.pt", data, "test", seed=seed)

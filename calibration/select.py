@@ -10,7 +10,7 @@ Rules:
   from the dataset's manifest.csv where one exists. Picks go round-robin over the sorted strata, and
   inside a stratum at evenly spaced positions, so the same folder and n always give the same images.
 - The picks must not be evaluation images, by bytes (sha256 of the file) or by content (the 256-bit DCT
-  perceptual hash of train.image_stats, the one the dataset audit uses, within DUPLICATE_DISTANCE bits:
+  perceptual hash of train.audit.image_stats, the one the dataset audit uses, within DUPLICATE_DISTANCE bits:
   a re-encoded, resized or brightened copy). An overlap is refused (CalibrationError), since calibrating
   on the images that then judge the INT8 model hides exactly the accuracy loss the gate is there to catch.
 - No images, or a picked image that does not decode: refused. Random data is never substituted.
@@ -30,7 +30,7 @@ from edge_runtime.errors import ImageError
 from edge_runtime.manifest import sha256_file
 from edge_runtime.names import CLASS_NAMES
 from edge_runtime.preprocess import decode_image, list_images, read_image
-from train.image_stats import DUPLICATE_DISTANCE, hamming, phash
+from train.audit.image_stats import DUPLICATE_DISTANCE, hamming, phash
 
 UNKNOWN = "?"
 EVAL_SPLITS = ("val", "test")

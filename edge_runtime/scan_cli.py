@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edge_runtime.audit import AuditLog, export_csv
+from edge_runtime.audit_log import AuditLog, export_csv
 from edge_runtime.backends import BACKENDS, PRECISIONS
 from edge_runtime.cli_errors import OutputPath, debug_option, error_boundary, write_text
 from edge_runtime.labels import load_labels

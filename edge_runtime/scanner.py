@@ -35,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from edge_runtime import events
-from edge_runtime.audit import AuditLog
+from edge_runtime.audit_log import AuditLog
 from edge_runtime.errors import ImageError, MgfenError
 from edge_runtime.model_runner import ModelRunner
 from edge_runtime.novelty import UNKNOWN

@@ -37,10 +37,10 @@ from calibration.reader import GlobalReader, PartsReader
 from calibration.select import CalibrationSet, select_calibration, stratified_pick, candidates
 from calibration.verdict_gate import GateCriteria, GateResult, run_gate, unverified_record
 from edge_runtime import __version__, names
+from edge_runtime.errors import ImageError
 from edge_runtime.int8_gate import MAX_DROP_POINTS, MIN_AGREEMENT
 from edge_runtime.manifest import FileEntry, Manifest, sha256_file, write_manifest
 from edge_runtime.novelty import save_table
-from edge_runtime.errors import ImageError
 from edge_runtime.preprocess import list_images, read_image
 from edge_runtime.roi import Thresholds
 from export import ExportError
@@ -148,10 +148,10 @@ def commit_bundle(staging: Path, out: Path) -> None:
 
 
 def load_model(ckpt: Path):
-    """(model in eval mode, checkpoint info) via train.checkpoint; typed errors pass through."""
+    """(model in eval mode, checkpoint info) via train.model.checkpoint; typed errors pass through."""
     if not ckpt.is_file():
         raise ExportError(f"{ckpt}: checkpoint file not found")
-    from train.checkpoint import load_checkpoint
+    from train.model.checkpoint import load_checkpoint
 
     model, info = load_checkpoint(ckpt, map_location="cpu")
     return model.eval(), info
@@ -187,7 +187,7 @@ def parity_frames(model, config: ExportConfig, val: Path | None, calib: Calibrat
     if calib is not None and len(calib.paths) >= MIN_INPUTS:
         picks = calib.paths[:count]
         return frames_from(picks, cfg), f"{len(picks)} calibration images"
-    return synthetic_frames(cfg, count), f"{count} synthetic frames (train.synth.render_sample)"
+    return synthetic_frames(cfg, count), f"{count} synthetic frames (train.data.synth.render_sample)"
 
 
 def write_samples(out: Path, calib: CalibrationSet, cfg) -> dict:
@@ -338,7 +338,7 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
     thresholds = Thresholds(**info["thresholds"]) if info.get("thresholds") else Thresholds()
     files = {names.model_file(g): FileEntry(g, "fp32", "") for g in names.GRAPHS}
     if info.get("novelty"):  # checkpoints from before the `unknown` answer have none
-        from train.novelty_fit import table_from_state
+        from train.fit.novelty_fit import table_from_state
 
         table = table_from_state(info["novelty"])
         save_table(table, out / names.NOVELTY_FILE)
@@ -368,7 +368,7 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
 
     provenance = {
         **source, "data_hash": info.get("data_hash"), "metrics": info.get("metrics", {}),
-        "threshold_fit": info.get("threshold_fit"),  # how the checkpoint's thresholds were fitted (train.thresholds)
+        "threshold_fit": info.get("threshold_fit"),  # how the checkpoint's thresholds were fitted (train.fit.thresholds)
         "epoch": info.get("epoch"), "model_config": mcfg.to_dict(), "train_config": info.get("train_config"),
         "opset": config.opset, "exported_with": report["versions"],
     }

@@ -41,7 +41,7 @@ from edge_runtime.engine_cache import (BuildRecipe, DeviceInfo, build_recipe, ca
                                        onnx_for, plan_name, read_index, stale_entries, write_index)
 from edge_runtime.errors import BackendError
 from edge_runtime.manifest import Bundle, load_bundle, sha256_file
-from export.engine_check import check_line, verify_plan_for
+from export.engine_check import check_line, compare_outputs, reference_outputs, sample_feeds
 
 WHAT = "`mgfen-export --engine`"
 
@@ -80,7 +80,7 @@ def ensure_engine(bundle: Bundle, graph: str, precision: str, device: DeviceInfo
     """A valid plan for (graph, precision) on `device`, building (and verifying) it if needed.
 
     build/verify are injected so the cache logic is testable without TensorRT; on the device they are
-    build_plan and engine_check.verify_plan_for. An ONNX opset newer than device.trt_version parses
+    build_plan and verify_plan_for. An ONNX opset newer than device.trt_version parses
     (engine_cache.MAX_OPSET) is refused before anything is built or removed. A plan that fails
     verification, or whose verification raises, is removed and the error raised (BackendError with the
     verification line).
@@ -213,6 +213,17 @@ def run_plan(plan: Path, feeds: Feeds, cuda: Optional[trt_buffers.CudaApi] = Non
     cuda: a binding to use (not closed here); None loads one for this call."""
     with TrtBackend(plan, cuda=cuda) as backend:
         return [backend.infer(feed) for feed in feeds]
+
+
+def verify_plan_for(bundle: Bundle, graph: str, precision: str,
+                    cuda: Any = None) -> Callable[[Path, Path], dict]:
+    """A verify function for ensure_engine: the plan (run with run_plan on `cuda`, a trt_buffers.CudaApi or
+    None) against engine_check.reference_outputs on the bundle's calibration frames."""
+    def verify(plan: Path, onnx_path: Path) -> dict:
+        feeds = sample_feeds(bundle, graph)
+        return compare_outputs(run_plan(plan, feeds, cuda), reference_outputs(onnx_path, precision, feeds),
+                               precision)
+    return verify
 
 
 def ensure_engines(root: str | Path, precision: str = "int8",

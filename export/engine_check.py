@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -171,16 +171,3 @@ def reference_outputs(onnx_path: Path, precision: str, feeds: Outputs) -> Output
     sess = make_session(onnx_path, simulate_qdq=precision == "int8")
     outs = [o.name for o in sess.get_outputs()]
     return [dict(zip(outs, sess.run(outs, feed))) for feed in feeds]
-
-
-def verify_plan_for(bundle: Bundle, graph: str, precision: str,
-                    cuda: Any = None) -> Callable[[Path, Path], dict]:
-    """A verify function for export.engine.ensure_engine: the plan (run with export.engine.run_plan on
-    `cuda`, a trt_buffers.CudaApi or None) against reference_outputs on the calibration frames."""
-    def verify(plan: Path, onnx_path: Path) -> dict:
-        from export.engine import run_plan
-
-        feeds = sample_feeds(bundle, graph)
-        return compare_outputs(run_plan(plan, feeds, cuda), reference_outputs(onnx_path, precision, feeds),
-                               precision)
-    return verify

@@ -38,7 +38,8 @@ TIE_TOL = 1e-5  # box scores (window means of the heatmap) this close are a tie 
 def synthetic_frames(cfg: PreprocessConfig, count: int, seed: int = 0) -> list[np.ndarray]:
     """`count` different frames of the embedded synthetic dataset (both classes), prepared with `cfg`:
     used only when the caller gives no image folder."""
-    from train.synth import SynthConfig, render_sample
+    from train.data.synth import render_sample
+    from train.data.synth_config import SynthConfig
 
     synth = SynthConfig(size=max(128, cfg.frame_size), seed=seed)
     return [prepare_frame(render_sample(synth, i, i % 2)[0], cfg) for i in range(count)]

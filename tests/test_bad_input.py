@@ -8,7 +8,7 @@ same inputs live in test_preprocess, test_manifest, test_sources, test_backends,
 test_calibration, test_train and test_eval; this file is the one place that walks the whole list
 (issue 8), and the bad-input table of docs/bad_input.md points at its tests.
 
-Tiny data only: the fake bundle (tests/fake_bundle.py), a 20-frame 128 px train.synth dataset and an
+Tiny data only: the fake bundle (tests/fake_bundle.py), a 20-frame 128 px train.data.synth dataset and an
 untrained resnet18 checkpoint at 128 px.
 """
 
@@ -150,7 +150,8 @@ def huge_jpeg(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """The embedded synthetic dataset, as small as it goes: 20 frames of 128 px (splits, masks, manifest)."""
-    from train.synth import SynthConfig, generate_dataset
+    from train.data.synth import generate_dataset
+    from train.data.synth_config import SynthConfig
 
     root = tmp_path_factory.mktemp("synth") / "data"
     generate_dataset(root, SynthConfig(n=20, size=128), workers=1)
@@ -163,8 +164,8 @@ def checkpoints(tmp_path_factory):
     import torch
 
     from edge_runtime.preprocess import PreprocessConfig
-    from train.checkpoint import save_checkpoint
-    from train.model import ModelConfig, build_model
+    from train.model.checkpoint import save_checkpoint
+    from train.model.mgfen import ModelConfig, build_model
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ckpt")
@@ -453,7 +454,7 @@ def test_export_refuses_unusable_calibration_images_before_touching_the_bundle(t
     ("not an image", lambda p: p.write_bytes(b"%PDF-1.4 a document saved as .png"), "not a readable image"),
 ])
 def test_train_names_the_bad_image_and_keeps_the_earlier_run(tmp_path, dataset, case, damage, expected):
-    from train.train_cli import main as train_main
+    from train.cli.mgfen_train import main as train_main
 
     data = copy_dataset(dataset, tmp_path / "data")
     victim = sorted((data / "val" / "counterfeit").glob("*.png"))[0]
@@ -473,7 +474,7 @@ def test_train_names_the_bad_image_and_keeps_the_earlier_run(tmp_path, dataset, 
 def test_eval_ignores_non_image_files_and_converts_odd_formats(tmp_path, dataset, checkpoints):
     """README/.DS_Store/Thumbs.db/a PDF beside the images, no manifest.csv (the folder walk), and test
     images saved as grayscale, RGBA and 16-bit: evaluated like any other image."""
-    from train.eval_cli import main as eval_main
+    from train.cli.mgfen_eval import main as eval_main
 
     good, _ = checkpoints
     data = copy_dataset(dataset, tmp_path / "data")
@@ -492,7 +493,7 @@ def test_eval_ignores_non_image_files_and_converts_odd_formats(tmp_path, dataset
 
 
 def test_eval_on_a_data_folder_with_one_class(tmp_path, dataset, checkpoints):
-    from train.eval_cli import main as eval_main
+    from train.cli.mgfen_eval import main as eval_main
 
     good, _ = checkpoints
     data = copy_dataset(dataset, tmp_path / "data")
@@ -505,8 +506,8 @@ def test_eval_on_a_data_folder_with_one_class(tmp_path, dataset, checkpoints):
 
 def test_missing_masks_are_one_line(tmp_path, dataset, checkpoints):
     """Background work needs foreground masks: augment and the background-reliance suite say so."""
-    from train.data_cli import main as data_main
-    from train.eval_cli import main as eval_main
+    from train.cli.mgfen_data import main as data_main
+    from train.cli.mgfen_eval import main as eval_main
 
     good, _ = checkpoints
     data = copy_dataset(dataset, tmp_path / "data")

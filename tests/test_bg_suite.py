@@ -11,19 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from train.bg_suite import (
-    VARIANTS,
-    SuiteConfig,
-    SuiteError,
-    SuiteItem,
-    build_variant,
-    inpaint_background,
-    item_backgrounds,
-    load_items,
-    pair_indices,
-    run_suite,
-    variant_sheet,
-)
+from train.evaluate.bg_suite import (VARIANTS, SuiteConfig, SuiteError, SuiteItem, build_variant, inpaint_background,
+                                     item_backgrounds, load_items, pair_indices, run_suite, variant_sheet)
 
 S = 64
 FG_COLOURS = ((0, 0, 220), (0, 220, 0))  # class 0: red object, class 1: green object (BGR)
@@ -207,9 +196,9 @@ def test_bg_suite_report_on_a_tiny_checkpoint(tmp_path):
     import torch
 
     from edge_runtime.preprocess import PreprocessConfig
-    from train.bg_cli import bg_suite_report
-    from train.checkpoint import save_checkpoint
-    from train.model import ModelConfig, build_model
+    from train.evaluate.bg_report import bg_suite_report
+    from train.model.checkpoint import save_checkpoint
+    from train.model.mgfen import ModelConfig, build_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -243,8 +232,8 @@ def test_bg_suite_report_on_a_tiny_checkpoint(tmp_path):
 
 
 def test_offline_augment_layout_manifest_and_reproducibility(tmp_path):
-    from train.augment import AugmentError, OfflineAugmentConfig, augment_dataset
-    from train.bg_cli import make_library
+    from train.enhance.augment import AugmentError, OfflineAugmentConfig, augment_dataset
+    from train.enhance.backgrounds import make_library
 
     root = _write_dataset(tmp_path / "d")
     lib = make_library(None, None)
@@ -282,7 +271,7 @@ def test_augment_command_and_empty_background_folder(tmp_path):
     import click
     from click.testing import CliRunner
 
-    from train.bg_cli import augment_cmd
+    from train.cli.data_background import augment_cmd
 
     @click.group()
     def group():

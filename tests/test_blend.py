@@ -5,15 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.backgrounds import BackgroundError, BackgroundLibrary
-from train.blend import (
-    BLEND_MODES,
-    BackgroundReplacer,
-    BlendError,
-    feather_alpha,
-    fit_background,
-    replace_background,
-)
+from train.enhance.backgrounds import BackgroundError, BackgroundLibrary
+from train.enhance.blend import (BLEND_MODES, BackgroundReplacer, BlendError, feather_alpha, fit_background,
+                                 replace_background)
 
 H = W = 96
 

@@ -249,7 +249,7 @@ def _dataset(root: Path, columns: tuple[str, ...] = ("path", "split", "label")) 
 
 
 def test_data_show(tmp_path):
-    from train.data_cli import main as data_main
+    from train.cli.mgfen_data import main as data_main
 
     root = _dataset(tmp_path / "d")
     assert invoke(data_main, ["show", root, "--out", tmp_path / "new" / "sheet.png"]).exit_code == 0
@@ -267,7 +267,7 @@ def test_data_show(tmp_path):
 
 
 def test_data_synth_output_and_option(tmp_path):
-    from train.data_cli import main as data_main
+    from train.cli.mgfen_data import main as data_main
 
     target = blocked(tmp_path)
     failure(invoke(data_main, ["synth", "--out", target, "--n", "20", "--size", "128"]), target)
@@ -278,7 +278,7 @@ def test_data_synth_output_and_option(tmp_path):
 
 
 def test_train_output_and_options_are_checked_before_training(tmp_path):
-    from train.train_cli import main as train_main
+    from train.cli.mgfen_train import main as train_main
 
     data = write_images(tmp_path / "d")
     target = blocked(tmp_path, "run")
@@ -288,7 +288,7 @@ def test_train_output_and_options_are_checked_before_training(tmp_path):
 
 
 def test_train_missing_and_corrupt_data(tmp_path):
-    from train.train_cli import main as train_main
+    from train.cli.mgfen_train import main as train_main
 
     failure(invoke(train_main, ["--data", tmp_path / "nope", "--out", tmp_path / "r", *TINY_TRAIN]), tmp_path / "nope")
     data = write_images(tmp_path / "d", n=4, broken="broken_0.png")
@@ -299,7 +299,7 @@ def test_train_missing_and_corrupt_data(tmp_path):
 
 
 def test_eval(tmp_path):
-    from train.eval_cli import main as eval_main
+    from train.cli.mgfen_eval import main as eval_main
 
     data = write_images(tmp_path / "d")
     not_ckpt = tmp_path / "notes.pt"

@@ -19,13 +19,13 @@ import torch
 from click.testing import CliRunner
 
 from test_bad_input import one_line_error
-from train.classifiers import LogisticRegression, NearestNeighbour
-from train.data_cli import main as data_main
-from train.image_meta import read_meta
-from train.image_stats import DUPLICATE_DISTANCE, HASH_BITS, hamming, near_duplicate_pairs, phash
-from train.metrics import roc_auc
-from train.resample import (group_folds, paired_difference, permutation_pvalue, score_with_interval,
-                            weighted_auc)
+from train.audit.classifiers import LogisticRegression, NearestNeighbour
+from train.audit.image_meta import read_meta
+from train.audit.image_stats import DUPLICATE_DISTANCE, HASH_BITS, hamming, near_duplicate_pairs, phash
+from train.cli.mgfen_data import main as data_main
+from train.evaluate.metrics import roc_auc
+from train.evaluate.resample import (group_folds, paired_difference, permutation_pvalue, score_with_interval,
+                                     weighted_auc)
 
 torch.set_num_threads(1)
 NULL_N = 120  # images of the strength-0 set: about 48 items, enough for the chance-level band below
@@ -135,7 +135,7 @@ def test_baselines_at_chance_without_micro_differences(null_data):
 
 
 def test_resolution_notes_follow_the_photo_size():
-    from train.audit_resolution import resolution_report, resolution_verdict
+    from train.audit.resolution import resolution_report, resolution_verdict
 
     wide = resolution_report([(1000, 290), (1100, 300), (900, 280)], frame_size=768, global_size=128, crop_size=96)
     assert wide["square_side"] == 290 and wide["kept_long_side"] == 290 / 1000
@@ -151,8 +151,8 @@ def test_resolution_notes_follow_the_photo_size():
 
 
 def test_audit_preset_choice_lists_every_preset():
-    from train.audit_cli import audit_cmd
-    from train.model import PRESETS
+    from train.cli.data_audit import audit_cmd
+    from train.model.mgfen import PRESETS
 
     choice = next(p for p in audit_cmd.params if p.name == "preset").type
     assert sorted(choice.choices) == sorted(PRESETS)
@@ -292,10 +292,10 @@ def test_nearest_neighbour_score_follows_the_nearest_label():
 def test_eval_baselines_next_to_a_tiny_checkpoint(tmp_path):
     from edge_runtime.preprocess import PreprocessConfig
     from test_train import make_data
-    from train.checkpoint import save_checkpoint
-    from train.eval_baselines import format_baselines
-    from train.eval_cli import main as eval_main
-    from train.model import ModelConfig, build_model
+    from train.cli.mgfen_eval import main as eval_main
+    from train.evaluate.vs_baselines import format_baselines
+    from train.model.checkpoint import save_checkpoint
+    from train.model.mgfen import ModelConfig, build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="resnet18", fpn_channels=16, preprocess=PreprocessConfig(128, 64, 32))

@@ -1,4 +1,4 @@
-"""How a data folder's splits are read (train.data.index_folder): given splits are kept, images without
+"""How a data folder's splits are read (train.data.folders.index_folder): given splits are kept, images without
 one are split among themselves by group, and a split name other than train/val/test is refused."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from train.data import SPLITS, index_folder, split_samples
+from train.data.folders import SPLITS, index_folder, split_samples
 from train.errors import DataError
 
 

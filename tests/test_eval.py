@@ -12,11 +12,11 @@ import torch
 from click.testing import CliRunner
 
 from edge_runtime.preprocess import PreprocessConfig
-from train.checkpoint import load_checkpoint, save_checkpoint
+from train.cli.mgfen_eval import main as eval_main
 from train.errors import CheckpointError
-from train.eval_cli import main as eval_main
-from train.metrics import classification_report, roc_auc
-from train.model import ModelConfig, build_model
+from train.evaluate.metrics import classification_report, roc_auc
+from train.model.checkpoint import load_checkpoint, save_checkpoint
+from train.model.mgfen import ModelConfig, build_model
 from tests.test_train import make_data
 
 torch.set_num_threads(1)

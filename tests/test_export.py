@@ -25,9 +25,10 @@ from export import bundle as bundle_mod
 from export.cli import main
 from export.onnx_export import export_module
 from export.parity import check_graph_parity, check_runtime_parity, frames_from, torch_probability
-from train.checkpoint import save_checkpoint
-from train.model import ModelConfig, build_model
-from train.synth import SynthConfig, generate_dataset
+from train.data.synth import generate_dataset
+from train.data.synth_config import SynthConfig
+from train.model.checkpoint import save_checkpoint
+from train.model.mgfen import ModelConfig, build_model
 
 PRE = PreprocessConfig(frame_size=128, global_size=64, crop_size=32)
 

@@ -7,9 +7,10 @@ import numpy as np
 import torch
 
 from edge_runtime.preprocess import PreprocessConfig
-from train.bg_suite import box_foreground_share
-from train.data import AugmentConfig, FrameDataset, augment_frame, foreground_target, index_folder
-from train.loss import LossConfig, foreground_prior, mgfen_loss
+from train.data.dataset import AugmentConfig, FrameDataset, augment_frame, foreground_target
+from train.data.folders import index_folder
+from train.evaluate.bg_suite import box_foreground_share
+from train.model.loss import LossConfig, foreground_prior, mgfen_loss
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Fine-tuning levers (train.finetune and the trainer's use of them): parameter groups with a lower backbone
+"""Fine-tuning levers (train.fit.finetune and the trainer's use of them): parameter groups with a lower backbone
 learning rate, heads-only epochs on frozen features, BatchNorm statistics kept, best epoch by val AUC."""
 
 from __future__ import annotations
@@ -8,9 +8,12 @@ import torch
 
 from edge_runtime.preprocess import PreprocessConfig
 from train.errors import ConfigError
-from train.finetune import backbones, freeze_batchnorm, param_groups, set_backbone_trainable, trainable_backbone_params
-from train.model import build_model, preset
-from train.trainer import TrainConfig, _selection_score, train
+from train.fit.config import TrainConfig
+from train.fit.finetune import (backbones, freeze_batchnorm, param_groups, set_backbone_trainable,
+                                trainable_backbone_params)
+from train.fit.steps import selection_score
+from train.fit.trainer import train
+from train.model.mgfen import build_model, preset
 
 from test_train import make_data
 
@@ -88,10 +91,10 @@ def test_head_epochs_leave_the_backbone_untouched(tmp_path):
 def test_selection_score_prefers_auc_when_asked():
     a = {"val_acc": 0.9, "val_auc": 0.80, "val_loss": 0.3, "train_acc": 1.0, "train_loss": 0.1}
     b = {"val_acc": 0.8, "val_auc": 0.95, "val_loss": 0.4, "train_acc": 1.0, "train_loss": 0.1}
-    assert _selection_score(a, "accuracy") > _selection_score(b, "accuracy")
-    assert _selection_score(b, "auc") > _selection_score(a, "auc")
+    assert selection_score(a, "accuracy") > selection_score(b, "accuracy")
+    assert selection_score(b, "auc") > selection_score(a, "auc")
     one_class = {"val_acc": 0.7, "val_auc": None, "val_loss": 0.5, "train_acc": 1.0, "train_loss": 0.1}
-    assert _selection_score(one_class, "auc") == (0.7, -0.5)
+    assert selection_score(one_class, "auc") == (0.7, -0.5)
 
 
 @pytest.mark.parametrize("kw", [{"backbone_lr_scale": -1.0}, {"head_epochs": -1}, {"select": "f1"}])

@@ -10,15 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from train.foreground import (
-    ForegroundConfig,
-    ForegroundError,
-    ForegroundExtractor,
-    largest_component,
-    load_references,
-    mask_iou,
-    read_mask,
-)
+from train.enhance.foreground import (ForegroundConfig, ForegroundError, ForegroundExtractor, largest_component,
+                                      load_references, mask_iou, read_mask)
 
 SIZE = 160
 
@@ -134,7 +127,8 @@ def test_bad_references_raise_clear_errors(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_synth(tmp_path_factory):
     """Five 256 px synthetic tag frames in the dataset layout, with their exact masks."""
-    from train.synth import SynthConfig, render_sample
+    from train.data.synth import render_sample
+    from train.data.synth_config import SynthConfig
 
     root = tmp_path_factory.mktemp("synth")
     cfg = SynthConfig(n=20, size=256, seed=3)
@@ -161,7 +155,7 @@ def test_backbone_features_segment_synthetic_tags(tiny_synth):
 def test_masks_command_writes_layout_confidence_and_sheet(tiny_synth, tmp_path):
     import click
 
-    from train.bg_cli import masks_cmd
+    from train.cli.data_background import masks_cmd
 
     @click.group()
     def group():
@@ -211,8 +205,9 @@ def _bbox(mask: np.ndarray, margin: int) -> tuple[int, int, int, int]:
 def test_box_seeded_grabcut_recovers_the_exact_synthetic_mask():
     """GrabCut from a box 5% larger than the tag: measured IoU 0.965-0.991 on eight 256 px frames (mean 0.984;
     0.985-0.993 at 1024 px), so 0.95 is the bar."""
-    from train.foreground import box_mask
-    from train.synth import SynthConfig, render_sample
+    from train.data.synth import render_sample
+    from train.data.synth_config import SynthConfig
+    from train.enhance.foreground import box_mask
 
     cfg = SynthConfig(n=20, size=256, seed=3)
     for i, (label, bg) in enumerate([(0, "wood"), (1, "weave"), (0, "leather"), (1, "gradient")]):
@@ -225,7 +220,7 @@ def test_box_seeded_grabcut_recovers_the_exact_synthetic_mask():
 
 
 def test_bad_boxes_are_clear_errors():
-    from train.foreground import box_mask, check_box, parse_box
+    from train.enhance.foreground import box_mask, check_box, parse_box
 
     assert parse_box("1,2,30,40") == (1, 2, 30, 40)
     with pytest.raises(ForegroundError, match="expected X,Y,W,H"):
@@ -251,7 +246,7 @@ def test_masks_command_from_a_reference_box(tiny_synth, tmp_path):
     import click
 
     from edge_runtime.preprocess import read_image
-    from train.bg_cli import masks_cmd
+    from train.cli.data_background import masks_cmd
 
     @click.group()
     def group():

@@ -1,4 +1,4 @@
-"""The frame fitted to the photos (train.frame_fit): the rule, the header read, and mgfen-train using it."""
+"""The frame fitted to the photos (train.data.frame_fit): the rule, the header read, and mgfen-train using it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import torch
 from click.testing import CliRunner
 
 from test_train import make_data
-from train.checkpoint import load_checkpoint
-from train.data import Sample
+from train.cli.mgfen_train import main as train_main
+from train.data.folders import Sample
+from train.data.frame_fit import fit_frame_size, median_square_side
 from train.errors import DataError
-from train.frame_fit import fit_frame_size, median_square_side
-from train.train_cli import main as train_main
+from train.model.checkpoint import load_checkpoint
 
 torch.set_num_threads(1)
 

@@ -12,10 +12,10 @@ import torch
 
 from edge_runtime.preprocess import PreprocessConfig
 from edge_runtime.roi import crop_rois, vote_logits
-from train.backbones import EfficientNetLite0, build_backbone, lite0_weights_path, load_efficientnet_lite0
 from train.errors import ConfigError, PretrainedError
-from train.loss import mgfen_loss
-from train.model import ModelConfig, build_model, preset
+from train.model.backbones import EfficientNetLite0, build_backbone, lite0_weights_path, load_efficientnet_lite0
+from train.model.loss import mgfen_loss
+from train.model.mgfen import ModelConfig, build_model, preset
 
 torch.set_num_threads(1)
 

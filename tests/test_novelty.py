@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_runtime import events, names
-from edge_runtime.audit import AuditLog
+from edge_runtime.audit_log import AuditLog
 from edge_runtime.manifest import load_bundle
 from edge_runtime.model_runner import NO_NOVELTY, ModelRunner
 from edge_runtime.novelty import DEFAULT_TARGET_RATE, UNKNOWN, fit_novelty, load_table, save_table
@@ -78,8 +78,10 @@ def trained_bundle(tmp_path_factory):
     import torch
 
     from export.bundle import ExportConfig, export_bundle
-    from train.synth import SynthConfig, generate_dataset
-    from train.trainer import TrainConfig, train
+    from train.data.synth import generate_dataset
+    from train.data.synth_config import SynthConfig
+    from train.fit.config import TrainConfig
+    from train.fit.trainer import train
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("novelty")
@@ -196,7 +198,7 @@ def test_summary_and_audit_count_unknown(tmp_path):
 
 
 def test_wilson_interval():
-    from train.ood_eval import wilson
+    from train.evaluate.ood import wilson
 
     lo, hi = wilson(0, 20)
     assert lo == 0.0 and hi == pytest.approx(0.161, abs=1e-3)
@@ -207,7 +209,7 @@ def test_wilson_interval():
 def test_eval_ood_reports_refusal_and_false_refusal(trained_bundle, tmp_path):
     import cv2
 
-    from train.eval_cli import main as eval_main
+    from train.cli.mgfen_eval import main as eval_main
 
     root, _ = trained_bundle
     rng = np.random.default_rng(4)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from train.data import index_folder
-from train.data_cli import main as data_main
+from train.cli.mgfen_data import main as data_main
+from train.data.folders import index_folder
+from train.data.real_data import Entry, arrange, drop_identical, read_manifest, sha1_bytes, write_manifest
 from train.errors import DataError
-from train.real_data import Entry, arrange, drop_identical, read_manifest, sha1_bytes, write_manifest
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "init.defaultBranch=main"]
 
@@ -166,7 +166,7 @@ def test_cli_arranges_and_reports(tmp_path, repo):
 
 
 def test_manifest_from_tree_labels_groups_and_hashes(tmp_path, repo):
-    from train.real_data import manifest_from_tree
+    from train.data.real_data import manifest_from_tree
 
     work, commit, entries, files = repo
 

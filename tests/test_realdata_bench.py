@@ -54,7 +54,7 @@ def test_realdata_benchmark_end_to_end_and_cached(tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a second run must reuse the trained models")
 
-    monkeypatch.setattr("train.trainer.train", no_training)
+    monkeypatch.setattr("train.fit.trainer.train", no_training)
     assert realdata.main(args) == 0
 
 

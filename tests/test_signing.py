@@ -215,10 +215,10 @@ def test_missing_cryptography_is_one_line(tmp_path, keys, monkeypatch):
 
 def test_export_sign_end_to_end(tmp_path, keys):
     torch = pytest.importorskip("torch")
-    from export.cli import main as export_main
-    from train.checkpoint import save_checkpoint
-    from train.model import ModelConfig, build_model
     from edge_runtime.preprocess import PreprocessConfig
+    from export.cli import main as export_main
+    from train.model.checkpoint import save_checkpoint
+    from train.model.mgfen import ModelConfig, build_model
 
     torch.set_num_threads(1)
     d, team, other = keys

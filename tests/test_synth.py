@@ -1,4 +1,4 @@
-"""Tests of the synthetic dataset (train.synth, train.backgrounds, mgfen-data synth/show). Small frames only."""
+"""Tests of the synthetic dataset (train.data.synth, train.enhance.backgrounds, mgfen-data synth/show). Small frames only."""
 
 from __future__ import annotations
 
@@ -11,19 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from train.backgrounds import FAMILIES, BackgroundError, BackgroundLibrary
-from train.data_cli import main
-from train.synth import (
-    REGION_NAMES,
-    SPLITS,
-    SynthConfig,
-    SynthError,
-    generate_dataset,
-    measured_bias,
-    plan_dataset,
-    region_mask,
-    render_sample,
-)
+from train.cli.mgfen_data import main
+from train.data.synth import (REGION_NAMES, SPLITS, generate_dataset, measured_bias, plan_dataset, region_mask,
+                              render_sample)
+from train.data.synth_config import SynthConfig, SynthError
+from train.enhance.backgrounds import FAMILIES, BackgroundError, BackgroundLibrary
 
 SMALL = SynthConfig(n=24, size=256)
 

@@ -1,5 +1,5 @@
-"""Decision thresholds fitted on val scores (train.thresholds) and the risk-coverage report
-(train.risk_coverage), against hand-worked numbers."""
+"""Decision thresholds fitted on val scores (train.fit.thresholds) and the risk-coverage report
+(train.evaluate.risk_coverage), against hand-worked numbers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.roi import Thresholds
-from train import risk_coverage
-from train.thresholds import (COUNTERFEIT, GENUINE, UNCERTAIN, decision_metrics, decisions, fit_thresholds)
+from train.evaluate import risk_coverage
+from train.fit.thresholds import COUNTERFEIT, GENUINE, UNCERTAIN, decision_metrics, decisions, fit_thresholds
 
 
 def test_perfectly_separated_scores_decide_everything():

@@ -16,12 +16,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from train.checkpoint import load_checkpoint
-from train.data import FrameDataset, index_folder, split_samples
+from train.cli.mgfen_eval import main as eval_main
+from train.cli.mgfen_train import main as train_main
+from train.data.dataset import FrameDataset
+from train.data.folders import index_folder, split_samples
 from train.errors import DataError
-from train.eval_cli import main as eval_main
-from train.train_cli import main as train_main
-from train.trainer import TrainConfig, train
+from train.fit.config import TrainConfig
+from train.fit.trainer import train
+from train.model.checkpoint import load_checkpoint
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +63,7 @@ def test_index_and_dataset_shapes(tmp_path):
     index = index_folder(data)
     assert index.classes == ("genuine", "counterfeit")
     assert {s.split for s in index.samples} == {"train", "val", "test"}
-    from train.model import preset
+    from train.model.mgfen import preset
 
     pre = preset("edge").preprocess.__class__(frame_size=128, global_size=64, crop_size=32)
     ds = FrameDataset(data, index.split("train"), pre)
@@ -156,7 +158,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     data = make_data(tmp_path / "d")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "train.train_cli", "--data", str(data), "--out", str(tmp_path / "ddp"), "--epochs", "1", *TINY_ARGS]
+           "-m", "train.cli.mgfen_train", "--data", str(data), "--out", str(tmp_path / "ddp"), "--epochs", "1", *TINY_ARGS]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
@@ -203,7 +205,8 @@ def test_background_and_flip_decisions_are_independent(tmp_path):
     index): over many samples all four combinations occur and they agree about half the time (with one
     shared generator, as before, a frame was replaced exactly when it was flipped)."""
     from edge_runtime.preprocess import PreprocessConfig
-    from train.data import AugmentConfig, Sample
+    from train.data.dataset import AugmentConfig
+    from train.data.folders import Sample
 
     img = np.zeros((32, 32, 3), np.uint8)
     img[:, 16:] = 255  # white right half: a horizontal flip makes the left column white
