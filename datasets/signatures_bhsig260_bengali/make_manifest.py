@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from train.real_data import drop_identical, manifest_from_tree, write_manifest  # noqa: E402
+from train.data.real_data import drop_identical, manifest_from_tree, write_manifest  # noqa: E402
 
 PREFIX = "dataset/BHSig260-Bengali/BHSig260-Bengali/"
 NAME = re.compile(r"^(\d+)/B-S-(\d+)-([GF])-(\d+)\.tif$")

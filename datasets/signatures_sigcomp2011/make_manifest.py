@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from train.real_data import manifest_from_tree, write_manifest  # noqa: E402
+from train.data.real_data import manifest_from_tree, write_manifest  # noqa: E402
 
 PREFIX = "sign_data/Dataset/train/"
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from train.real_data import drop_identical, manifest_from_tree, write_manifest  # noqa: E402
+from train.data.real_data import drop_identical, manifest_from_tree, write_manifest  # noqa: E402
 
 SOURCE = "zhengwu123/Machine_learning_group_project"
 COMMIT = "4dcde6873bb09c984d91ddc4e8e460489386cf08"

@@ -23,15 +23,21 @@ from train.evaluate.resample import DEFAULT_FOLDS, N_BOOT, N_PERM
 @click.option("--probe-sizes", default=None,
               help="Linear-probe input sides, comma-separated multiples of 32, or 'none' to skip the probe "
                    "[default: the edge preset's global view size and three times it].")
-@click.option("--folds", type=click.IntRange(2, 100), default=DEFAULT_FOLDS, show_default=True, help="Group cross-validation folds.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds, the bootstrap and the split of a folder without splits.")
-@click.option("--boot", "n_boot", type=click.IntRange(100, 100_000), default=N_BOOT, show_default=True, help="Bootstrap replicates (groups resampled).")
-@click.option("--permutations", "n_perm", type=click.IntRange(0, 100_000), default=N_PERM, show_default=True, help="Label permutations testing whether each shortcut beats chance (0: skip).")
-@click.option("--hash-distance", type=click.IntRange(0, HASH_BITS), default=DUPLICATE_DISTANCE, show_default=True, help=f"pHash Hamming distance (of {HASH_BITS} bits) counted as a near-duplicate.")
+@click.option("--folds", type=click.IntRange(2, 100), default=DEFAULT_FOLDS, show_default=True,
+              help="Group cross-validation folds.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the folds, the bootstrap and the split of a folder without splits.")
+@click.option("--boot", "n_boot", type=click.IntRange(100, 100_000), default=N_BOOT, show_default=True,
+              help="Bootstrap replicates (groups resampled).")
+@click.option("--permutations", "n_perm", type=click.IntRange(0, 100_000), default=N_PERM, show_default=True,
+              help="Label permutations testing whether each shortcut beats chance (0: skip).")
+@click.option("--hash-distance", type=click.IntRange(0, HASH_BITS), default=DUPLICATE_DISTANCE, show_default=True,
+              help=f"pHash Hamming distance (of {HASH_BITS} bits) counted as a near-duplicate.")
 @click.option("--device", default="cpu", show_default=True, help="Device of the probe backbone (cpu, cuda).")
 @click.option("--preset", type=click.Choice(["edge", "paper"]), default="edge", show_default=True,
               help="Preset whose frame, global view and crop sizes the photos' pixel size is checked against.")
-@click.option("--batch", type=click.IntRange(1, 1024), default=DEFAULT_BATCH, show_default=True, help="Images read and probed per batch.")
+@click.option("--batch", type=click.IntRange(1, 1024), default=DEFAULT_BATCH, show_default=True,
+              help="Images read and probed per batch.")
 @error_boundary
 def audit_cmd(root: Path, out: Path | None, as_json: bool, probe_sizes: str | None,
               folds: int, seed: int, n_boot: int, n_perm: int, hash_distance: int, device: str, preset: str,

@@ -22,13 +22,20 @@ Examples:
 
 
 @click.command("masks", epilog=MASKS_EXAMPLES)
-@click.option("--ref", "refs", multiple=True, required=True, type=click.Path(path_type=Path), help="Reference image (repeatable).")
-@click.option("--ref-mask", "ref_masks", multiple=True, type=click.Path(path_type=Path), help="Its foreground mask (8-bit, same size; one per --ref).")
-@click.option("--ref-box", "ref_boxes", multiple=True, help="Instead of --ref-mask: X,Y,W,H box around the object in the reference's pixels (one per --ref); GrabCut inside it makes the reference mask.")
-@click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset folder to segment.")
-@click.option("--out", type=OutputPath(folder=True), default=None, help="Masks folder (default DATA/masks, the dataset layout).")
+@click.option("--ref", "refs", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Reference image (repeatable).")
+@click.option("--ref-mask", "ref_masks", multiple=True, type=click.Path(path_type=Path),
+              help="Its foreground mask (8-bit, same size; one per --ref).")
+@click.option("--ref-box", "ref_boxes", multiple=True,
+              help="Instead of --ref-mask: X,Y,W,H box around the object in the reference's pixels (one per --ref); "
+                   "GrabCut inside it makes the reference mask.")
+@click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset folder to segment.")
+@click.option("--out", type=OutputPath(folder=True), default=None,
+              help="Masks folder (default DATA/masks, the dataset layout).")
 @click.option("--overwrite", is_flag=True, help="Replace mask files that already exist.")
-@click.option("--sheet-max", type=click.IntRange(1, 1000), default=64, show_default=True, help="Tiles in the contact sheet (least confident first).")
+@click.option("--sheet-max", type=click.IntRange(1, 1000), default=64, show_default=True,
+              help="Tiles in the contact sheet (least confident first).")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch CPU threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @error_boundary
@@ -70,11 +77,15 @@ Examples:
 
 
 @click.command("augment", epilog=AUGMENT_EXAMPLES)
-@click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset folder with masks/.")
+@click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset folder with masks/.")
 @click.option("--out", required=True, type=OutputPath(folder=True), help="Output dataset folder.")
-@click.option("--backgrounds", type=click.Path(path_type=Path), default=None, help="Folder of background photos (recursive). Default: procedural families.")
-@click.option("--families/--no-families", default=None, help="Also use the procedural families (default: only when no --backgrounds).")
-@click.option("--copies", type=click.IntRange(1, 1000), default=4, show_default=True, help="Background-replaced copies per image.")
+@click.option("--backgrounds", type=click.Path(path_type=Path), default=None,
+              help="Folder of background photos (recursive). Default: procedural families.")
+@click.option("--families/--no-families", default=None,
+              help="Also use the procedural families (default: only when no --backgrounds).")
+@click.option("--copies", type=click.IntRange(1, 1000), default=4, show_default=True,
+              help="Background-replaced copies per image.")
 @click.option("--blend", type=click.Choice(BLEND_MODES), default="alpha", show_default=True)
 @click.option("--splits", default="train", show_default=True, help="Comma-separated splits that get copies.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -90,7 +101,8 @@ def augment_cmd(data: Path, out: Path, backgrounds: Path | None, families: bool 
     from train.enhance.backgrounds import make_library
 
     library = make_library(backgrounds, families)
-    cfg = OfflineAugmentConfig(copies=copies, blend=blend, splits=tuple(s.strip() for s in splits.split(",") if s.strip()), seed=seed)
+    chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
+    cfg = OfflineAugmentConfig(copies=copies, blend=blend, splits=chosen, seed=seed)
     with tqdm(desc="augment", unit="img", disable=as_json) as bar:
         summary = augment_dataset(data, out, library, cfg, overwrite=overwrite, progress=bar.update)
     if as_json:

@@ -30,15 +30,20 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", "out", required=True, type=OutputPath(folder=True), help="Output folder (must be empty unless --overwrite).")
+@click.option("--out", "out", required=True, type=OutputPath(folder=True),
+              help="Output folder (must be empty unless --overwrite).")
 @click.option("--n", "n", default=300, show_default=True, type=int, help="Number of frames.")
 @click.option("--size", default=1024, show_default=True, type=int, help="Frame side in pixels (square frames).")
-@click.option("--bias", default=0.9, show_default=True, type=float, help="Train split: probability that the background comes from the own class's half.")
-@click.option("--strength", default=1.0, show_default=True, type=float, help="Scale of every micro difference; 0 makes the classes identical in distribution.")
+@click.option("--bias", default=0.9, show_default=True, type=float,
+              help="Train split: probability that the background comes from the own class's half.")
+@click.option("--strength", default=1.0, show_default=True, type=float,
+              help="Scale of every micro difference; 0 makes the classes identical in distribution.")
 @click.option("--dot-pitch", default=3.5, show_default=True, type=float, help="Halftone dot pitch in frame pixels.")
-@click.option("--backgrounds", type=click.Path(path_type=Path), default=None, help="Folder of background photos (searched recursively) instead of procedural families.")
+@click.option("--backgrounds", type=click.Path(path_type=Path), default=None,
+              help="Folder of background photos (searched recursively) instead of procedural families.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed: same seed, same bytes.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Worker processes (does not change the output).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes (does not change the output).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier synth output in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary to stdout.")
 @error_boundary
@@ -73,7 +78,8 @@ def synth(out: Path, n: int, size: int, bias: float, strength: float, dot_pitch:
 @main.command()
 @click.argument("root", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=OutputPath(), help="PNG file to write.")
-@click.option("--pairs", default=4, show_default=True, type=click.IntRange(1, 64), help="Rows of genuine | counterfeit.")
+@click.option("--pairs", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Rows of genuine | counterfeit.")
 @error_boundary
 def show(root: Path, out: Path, pairs: int) -> None:
     """Write a contact sheet PNG: genuine beside counterfeit, each with a full-resolution micro-feature zoom.
@@ -92,9 +98,12 @@ def show(root: Path, out: Path, pairs: int) -> None:
 
 
 @main.command()
-@click.option("--manifest", required=True, type=click.Path(dir_okay=False, path_type=Path), help="datasets/<name>/manifest.csv (source,commit,path,sha1,label,group).")
-@click.option("--repo", required=True, type=click.Path(path_type=Path), help="Local copy of the source repository: git clone, bare git dir, or a folder with its files.")
-@click.option("--out", "out", required=True, type=OutputPath(folder=True), help="Folder to write OUT/<label>/<file> and OUT/manifest.csv into (must be empty).")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="datasets/<name>/manifest.csv (source,commit,path,sha1,label,group).")
+@click.option("--repo", required=True, type=click.Path(path_type=Path),
+              help="Local copy of the source repository: git clone, bare git dir, or a folder with its files.")
+@click.option("--out", "out", required=True, type=OutputPath(folder=True),
+              help="Folder to write OUT/<label>/<file> and OUT/manifest.csv into (must be empty).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary to stdout.")
 @error_boundary

@@ -15,11 +15,17 @@ from train.evaluate.risk_coverage import format_table
 # Options `mgfen-eval` adds for the suite (applied as a decorator).
 def bg_suite_options(func):
     options = [
-        click.option("--bg-suite", is_flag=True, help="Background-reliance suite: original, only_fg, no_fg, mixed_same/rand/next, BG-Gap, adversarial backgrounds (needs DATA/masks)."),
-        click.option("--bg-m", type=click.IntRange(0, 1000), default=10, show_default=True, help="Adversarial backgrounds tried per image."),
-        click.option("--bg-blend", type=click.Choice(BLEND_MODES), default="hard", show_default=True, help="Compositing of the suite's mixed variants."),
-        click.option("--bg-source", type=click.Choice(["auto", "manifest", "inpaint"]), default="auto", show_default=True, help="Where an image's background comes from (see train.evaluate.bg_suite)."),
-        click.option("--masks", "masks_dir", type=click.Path(file_okay=False), default=None, help="Masks folder (default DATA/masks)."),
+        click.option("--bg-suite", is_flag=True,
+                     help="Background-reliance suite: original, only_fg, no_fg, mixed_same/rand/next, BG-Gap, "
+                          "adversarial backgrounds (needs DATA/masks)."),
+        click.option("--bg-m", type=click.IntRange(0, 1000), default=10, show_default=True,
+                     help="Adversarial backgrounds tried per image."),
+        click.option("--bg-blend", type=click.Choice(BLEND_MODES), default="hard", show_default=True,
+                     help="Compositing of the suite's mixed variants."),
+        click.option("--bg-source", type=click.Choice(["auto", "manifest", "inpaint"]), default="auto", show_default=True,
+                     help="Where an image's background comes from (see train.evaluate.bg_suite)."),
+        click.option("--masks", "masks_dir", type=click.Path(file_okay=False), default=None,
+                     help="Masks folder (default DATA/masks)."),
     ]
     for opt in reversed(options):
         func = opt(func)
@@ -46,15 +52,22 @@ Examples:
 @click.option("--ckpt", required=True, type=click.Path(), help="Checkpoint (RUN/best.pt).")
 @click.option("--data", required=True, type=click.Path(), help="Data folder.")
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="test", show_default=True)
-@click.option("--out", type=OutputPath(folder=True), default=None, help="Folder for report.json and overlays (default: none written).")
+@click.option("--out", type=OutputPath(folder=True), default=None,
+              help="Folder for report.json and overlays (default: none written).")
 @click.option("--samples", type=click.IntRange(min=0), default=8, show_default=True, help="Heatmap overlays to draw.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Split seed for folders without splits.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
-@click.option("--baselines", is_flag=True, help="Also fit the shortcut baselines and the linear probe on the train split, score them on --split and compare.")
-@click.option("--probe-sizes", default=None, help="With --baselines: linear-probe input sides, comma-separated, or 'none' [default: as mgfen-data audit].")
-@click.option("--ood", type=click.Path(), default=None, help="Folder of images unlike the training set: `unknown` refusal rate there and false refusal on --split, with 95% intervals.")
+@click.option("--baselines", is_flag=True,
+              help="Also fit the shortcut baselines and the linear probe on the train split, score them on --split "
+                   "and compare.")
+@click.option("--probe-sizes", default=None,
+              help="With --baselines: linear-probe input sides, comma-separated, or 'none' [default: as mgfen-data "
+                   "audit].")
+@click.option("--ood", type=click.Path(), default=None,
+              help="Folder of images unlike the training set: `unknown` refusal rate there and false refusal on "
+                   "--split, with 95% intervals.")
 @bg_suite_options
 @error_boundary
 def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baselines, probe_sizes, ood, bg_suite, bg_m,
@@ -106,7 +119,8 @@ def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baseline
                f"recall {m['recall']:.4f}  f1 {m['f1']:.4f}  roc_auc {auc}")
     click.echo(f"confusion matrix (rows true {report['classes']}): {m['confusion_matrix']}")
     th, d = report["thresholds"], report["decisions"]["at_thresholds"]
-    click.echo(f"thresholds genuine_at {th['genuine_at']:.4f} / counterfeit_at {th['counterfeit_at']:.4f}, {th['source']}")
+    click.echo(f"thresholds genuine_at {th['genuine_at']:.4f} / counterfeit_at {th['counterfeit_at']:.4f}, "
+               f"{th['source']}")
     click.echo(f"at these thresholds: coverage {_pct(d['coverage'])} ({d['decided']}/{d['n']} decided), accuracy on "
                f"decided {_pct(d['accuracy_decided'])}, counterfeit recall {_pct(d['counterfeit_recall'])} "
                f"({d['counterfeit_missed']} counterfeit called genuine)")

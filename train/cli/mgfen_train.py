@@ -20,10 +20,17 @@ DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 # The defaults come from the caller (train.fit.config.TrainConfig), the one place they are set.
 def bg_train_options(bg_replace: float, blend: str, fg_prior: float):
     options = [
-        click.option("--bg-replace", type=click.FloatRange(0.0, 1.0), default=bg_replace, show_default=True, help="Probability of replacing a training frame's background with one from the library (MGFEN's micro-grained feature enhancement; needs DATA/masks, see `mgfen-data masks`; without them it is OFF, as the summary says; 0 = off)."),
-        click.option("--backgrounds", type=click.Path(file_okay=False), default=None, help="Folder of background photos (recursive). Default: the procedural families."),
-        click.option("--blend", type=click.Choice(BLEND_MODES), default=blend, show_default=True, help="How the foreground is pasted on the new background."),
-        click.option("--fg-prior", type=click.FloatRange(min=0.0), default=fg_prior, show_default=True, help="Weight of the heatmap foreground prior: part boxes are kept off the background (uses DATA/masks; without them it is OFF; 0 = off)."),
+        click.option("--bg-replace", type=click.FloatRange(0.0, 1.0), default=bg_replace, show_default=True,
+                     help="Probability of replacing a training frame's background with one from the library (MGFEN's"
+                          " micro-grained feature enhancement; needs DATA/masks, see `mgfen-data masks`; without "
+                          "them it is OFF, as the summary says; 0 = off)."),
+        click.option("--backgrounds", type=click.Path(file_okay=False), default=None,
+                     help="Folder of background photos (recursive). Default: the procedural families."),
+        click.option("--blend", type=click.Choice(BLEND_MODES), default=blend, show_default=True,
+                     help="How the foreground is pasted on the new background."),
+        click.option("--fg-prior", type=click.FloatRange(min=0.0), default=fg_prior, show_default=True,
+                     help="Weight of the heatmap foreground prior: part boxes are kept off the background (uses "
+                          "DATA/masks; without them it is OFF; 0 = off)."),
     ]
 
     def apply(func):
@@ -48,11 +55,14 @@ Examples:
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Data folder ([split/]class/*.png, manifest.csv).")
-@click.option("--out", required=True, type=OutputPath(folder=True), help="Run folder for checkpoints, metrics and config.")
+@click.option("--data", required=True, type=click.Path(file_okay=False),
+              help="Data folder ([split/]class/*.png, manifest.csv).")
+@click.option("--out", required=True, type=OutputPath(folder=True),
+              help="Run folder for checkpoints, metrics and config.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULTS["preset"], show_default=True)
 @click.option("--backbone", type=click.Choice(BACKBONES), default=None, help="Override the preset's backbone.")
-@click.option("--pretrained", default=DEFAULTS["pretrained"], show_default=True, help="auto | none | PATH to a weights file.")
+@click.option("--pretrained", default=DEFAULTS["pretrained"], show_default=True,
+              help="auto | none | PATH to a weights file.")
 @click.option("--epochs", type=int, default=None, help="Default: the preset's (paper 50, edge 8).")
 @click.option("--batch", type=int, default=None, help="Default: the preset's (paper 8, edge 16).")
 @click.option("--lr", type=float, default=None, help="Initial learning rate of the cosine schedule (default 1e-3).")
@@ -63,30 +73,41 @@ Examples:
 @click.option("--no-parts", is_flag=True, help="Ablation: global branch only (the baseline).")
 @click.option("--part-backbone", type=click.Choice(["shared", "separate"]), default=None)
 @click.option("--global-weight", type=float, default=None, help="Weight of the global logits in the vote.")
-@click.option("--lambda", "part_weight", type=float, default=DEFAULTS["part_weight"], show_default=True, help="Weight of the parts loss.")
+@click.option("--lambda", "part_weight", type=float, default=DEFAULTS["part_weight"], show_default=True,
+              help="Weight of the parts loss.")
 @click.option("--no-augment", is_flag=True, help="Disable flips/rotations/colour jitter.")
-@click.option("--frame-size", type=int, default=None, help="Frame side F (px); default: the preset's, fitted to smaller photos (--fit-frame).")
+@click.option("--frame-size", type=int, default=None,
+              help="Frame side F (px); default: the preset's, fitted to smaller photos (--fit-frame).")
 @click.option("--fit-frame/--preset-frame", default=DEFAULTS["fit_frame"], show_default=True,
               help="Without --frame-size: shrink the preset's frame to the train photos' median square side when it "
                    "is smaller, so part crops are the photo's own pixels, never magnified (train/data/frame_fit.py).")
 @click.option("--global-size", type=int, default=None, help="Override the global view side S (multiple of 32).")
 @click.option("--crop-size", type=int, default=None, help="Override the crop side R (multiple of 32).")
 @click.option("--k", "k", type=int, default=None, help="Number of part boxes (preset: 4).")
-@click.option("--backbone-lr-scale", type=float, default=None, help="Backbone learning rate = lr * this (default: the preset's).")
-@click.option("--head-epochs", type=int, default=None, help="First N epochs train the heads only on frozen features (default: the preset's).")
-@click.option("--freeze-bn/--train-bn", default=None, help="Keep backbone BatchNorm statistics at their pretrained values (default: the preset's).")
-@click.option("--select", type=click.Choice(SELECT_METRICS), default=None, help="Best epoch by val accuracy or AUC (default: the preset's).")
-@click.option("--stability", type=click.IntRange(min=0), default=DEFAULTS["stability"], help="Train on N seeded group-aware 7:2:1 splits; mean +- std table.")
-@click.option("--threads", type=click.IntRange(min=1), default=DEFAULTS["threads"], show_default=True, help="torch CPU threads.")
-@click.option("--workers", type=click.IntRange(min=0), default=DEFAULTS["workers"], show_default=True, help="DataLoader worker processes.")
+@click.option("--backbone-lr-scale", type=float, default=None,
+              help="Backbone learning rate = lr * this (default: the preset's).")
+@click.option("--head-epochs", type=int, default=None,
+              help="First N epochs train the heads only on frozen features (default: the preset's).")
+@click.option("--freeze-bn/--train-bn", default=None,
+              help="Keep backbone BatchNorm statistics at their pretrained values (default: the preset's).")
+@click.option("--select", type=click.Choice(SELECT_METRICS), default=None,
+              help="Best epoch by val accuracy or AUC (default: the preset's).")
+@click.option("--stability", type=click.IntRange(min=0), default=DEFAULTS["stability"],
+              help="Train on N seeded group-aware 7:2:1 splits; mean +- std table.")
+@click.option("--threads", type=click.IntRange(min=1), default=DEFAULTS["threads"], show_default=True,
+              help="torch CPU threads.")
+@click.option("--workers", type=click.IntRange(min=0), default=DEFAULTS["workers"], show_default=True,
+              help="DataLoader worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--target-recall", type=float, default=DEFAULTS["target_recall"], show_default=True, help="Counterfeit recall on val that the fitted genuine_at threshold keeps (train.fit.thresholds).")
-@click.option("--target-precision", type=float, default=DEFAULTS["target_precision"], show_default=True, help="Val precision of counterfeit calls that fits counterfeit_at; between the two: uncertain.")
+@click.option("--target-recall", type=float, default=DEFAULTS["target_recall"], show_default=True,
+              help="Counterfeit recall on val that the fitted genuine_at threshold keeps (train.fit.thresholds).")
+@click.option("--target-precision", type=float, default=DEFAULTS["target_precision"], show_default=True,
+              help="Val precision of counterfeit calls that fits counterfeit_at; between the two: uncertain.")
 @bg_train_options(bg_replace=DEFAULTS["bg_replace"], blend=DEFAULTS["blend"], fg_prior=DEFAULTS["fg_prior"])
 @error_boundary
 def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, seed, resume, no_fpn, no_parts,
-         part_backbone, global_weight, part_weight, no_augment, frame_size, fit_frame, global_size, crop_size, k, backbone_lr_scale,
-         head_epochs, freeze_bn, select, stability, threads, workers, as_json,
+         part_backbone, global_weight, part_weight, no_augment, frame_size, fit_frame, global_size, crop_size, k,
+         backbone_lr_scale, head_epochs, freeze_bn, select, stability, threads, workers, as_json,
          target_recall, target_precision, bg_replace, backgrounds, blend, fg_prior) -> None:
     """Train MGFEN (global branch + FPN heatmap + full-resolution part crops) and test the best epoch."""
     from train.fit.trainer import train
