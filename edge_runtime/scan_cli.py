@@ -12,25 +12,20 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 
 from edge_runtime.audit_log import AuditLog, export_csv
 from edge_runtime.backends import BACKENDS, PRECISIONS
 from edge_runtime.cli_errors import OutputPath, debug_option, error_boundary, write_text
 from edge_runtime.labels import load_labels
 from edge_runtime.manifest import load_bundle
-from edge_runtime.model_runner import STAGES, ModelRunner
-from edge_runtime.novelty import UNKNOWN
+from edge_runtime.model_runner import ModelRunner
 from edge_runtime.prefetch import PrefetchSource, prefetch_threads
 from edge_runtime.quality import QualityConfig
+from edge_runtime.scan_summary import format_summary, summarise
 from edge_runtime.scanner import ScanConfig, Scanner
 from edge_runtime.session import SessionConfig, SessionTracker
 from edge_runtime.sink_factory import make_sinks, sink_options
 from edge_runtime.sources import CaptureConfig, open_source
-
-SUMMARY_STAGES = ("capture", "gate") + STAGES + ("total",)
-VERDICT_COLUMNS = ("genuine", "counterfeit", "uncertain", UNKNOWN)
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @debug_option
@@ -173,66 +168,6 @@ def audit_export(db_path: Path, csv_path: Path) -> None:
     """
     n = export_csv(db_path, csv_path)
     click.echo(f"wrote {n} verdicts to {csv_path}")
-
-
-# ------------------------------------------------------------------------------------- labels & summary
-
-
-def percentiles(values: list[float]) -> dict:
-    if not values:
-        return {"p50": None, "p90": None}
-    arr = np.asarray(values, dtype=np.float64)
-    return {"p50": round(float(np.percentile(arr, 50)), 3), "p90": round(float(np.percentile(arr, 90)), 3)}
-
-
-def summarise(verdicts: list[dict], timings: list[dict], stats, wall_s: float, labels: dict | None,
-              classes: tuple[str, ...]) -> dict:
-    """End-of-run numbers: counts, latency per stage, and with labels accuracy + confusion matrix."""
-    out = {"frames": stats.frames, "classified": stats.classified, "retakes": stats.retakes,
-           "verdicts": stats.verdicts, "errors": stats.errors, "errors_by_where": stats.errors_by_where,
-           "sink_errors": stats.sink_errors, "wall_s": round(wall_s, 3),
-           "fps": round(stats.frames / wall_s, 2) if wall_s > 0 else None,
-           "latency_ms": {k: percentiles([t[k] for t in timings]) for k in SUMMARY_STAGES},
-           "by_verdict": {c: sum(1 for v in verdicts if v["verdict"] == c) for c in VERDICT_COLUMNS}}
-    if labels is None:
-        return out
-    confusion = {c: {v: 0 for v in VERDICT_COLUMNS} for c in classes}
-    unlabelled = 0
-    for v in verdicts:
-        truth = labels.get(str(Path(v["item"]).resolve())) if v.get("item") else None
-        if truth is None:
-            unlabelled += 1
-            continue
-        confusion[truth][v["verdict"]] += 1
-    n = sum(sum(row.values()) for row in confusion.values())
-    correct = sum(confusion[c][c] for c in classes if c in VERDICT_COLUMNS)
-    decided = n - sum(row["uncertain"] + row[UNKNOWN] for row in confusion.values())
-    out.update(labelled=n, unlabelled=unlabelled, accuracy=round(correct / n, 4) if n else None,
-               coverage=round(decided / n, 4) if n else None,
-               accuracy_decided=round(correct / decided, 4) if decided else None, confusion=confusion)
-    return out
-
-
-def format_summary(s: dict) -> str:
-    lines = [f"frames {s['frames']}  classified {s['classified']}  retakes {s['retakes']}  "
-             f"verdicts {s['verdicts']}  errors {s['errors']}  {s['fps']} frames/s over {s['wall_s']} s"]
-    if "by_verdict" in s:
-        lines.append("verdicts: " + "  ".join(f"{c} {n}" for c, n in s["by_verdict"].items()))
-    if "backends" in s:
-        lines.append("backends: " + ", ".join(s["backends"]))
-    lines.append("latency ms    p50      p90")
-    for stage, p in s["latency_ms"].items():
-        if p["p50"] is not None:
-            lines.append(f"  {stage:<10} {p['p50']:>7.2f}  {p['p90']:>7.2f}")
-    if "confusion" in s:
-        acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.4f}"
-        lines.append(f"accuracy {acc} over {s['labelled']} labelled items (uncertain and unknown count as wrong); "
-                     f"coverage {s['coverage']}; accuracy on decided {s['accuracy_decided']}; "
-                     f"unlabelled {s['unlabelled']}")
-        lines.append("confusion (rows: truth)  " + "  ".join(f"{c:>11}" for c in VERDICT_COLUMNS))
-        for truth, row in s["confusion"].items():
-            lines.append(f"  {truth:<22} " + "  ".join(f"{row[c]:>11}" for c in VERDICT_COLUMNS))
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # python -m edge_runtime.scan_cli
