@@ -9,7 +9,7 @@ EXTRAS := train,dev,serve
 RUNTIME_PY := edge_runtime export/__init__.py export/cli.py export/engine.py export/engine_check.py \
               calibration/__init__.py calibration/accuracy.py
 # The TensorRT + CUDA glue, type-checked against TensorRT's published stubs (settings in setup.cfg [mypy]).
-TRT_GLUE := export/engine.py export/engine_check.py edge_runtime/trt_buffers.py edge_runtime/backends.py
+TRT_GLUE := export/engine.py export/engine_check.py edge_runtime/inference/trt_buffers.py edge_runtime/inference/backends.py
 TRT_STUBS := $(VENV)/trt-stubs
 TRT_STUBS_VERSION := 10.13.0.35.1
 

@@ -50,9 +50,9 @@ from _common import (MicroShape, count_macs, optimized_op_types, run_rounds, sam
                      summarise, synthetic_data)
 from calibration.accuracy import OrtPipeline, PipelineParams, make_session
 from edge_runtime import names
-from edge_runtime.device_info import cpu_model
+from edge_runtime.bundle.manifest import load_bundle
 from edge_runtime.errors import MgfenError
-from edge_runtime.manifest import load_bundle
+from edge_runtime.inference.device_info import cpu_model
 from edge_runtime.preprocess import PreprocessConfig, global_input, prepare_frame, to_nchw
 from edge_runtime.roi import softmax
 

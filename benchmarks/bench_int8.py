@@ -26,7 +26,7 @@ import torch
 
 from calibration.accuracy import OrtPipeline, PipelineParams, compare_precisions, make_session
 from edge_runtime import names
-from edge_runtime.manifest import load_bundle
+from edge_runtime.bundle.manifest import load_bundle
 from edge_runtime.preprocess import global_input, list_images, load_frame
 from edge_runtime.roi import crop_rois
 from export.bundle import ExportConfig, export_model

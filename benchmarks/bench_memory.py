@@ -74,11 +74,11 @@ def main() -> None:
         (large / "large.jpg").write_bytes(buf.tobytes())
         (bomb / "bomb.png").write_bytes(bomb_png(20_000, 20_000))
         py = [sys.executable, "-c"]
-        scan = [sys.executable, "-m", "edge_runtime.scan_cli", "run", "--bundle", str(bundle), "--no-gate",
+        scan = [sys.executable, "-m", "edge_runtime.cli.scan_cli", "run", "--bundle", str(bundle), "--no-gate",
                 "--min-frames", "1", "--out", str(tmp_path / "events.jsonl"), "--source"]
         rows = {
-            "import": peak_rss_mb(py + ["import edge_runtime.scan_cli"]),
-            "decode only": peak_rss_mb(py + [f"import edge_runtime.scan_cli, cv2; cv2.imread({str(large / 'large.jpg')!r})"]),
+            "import": peak_rss_mb(py + ["import edge_runtime.cli.scan_cli"]),
+            "decode only": peak_rss_mb(py + [f"import edge_runtime.cli.scan_cli, cv2; cv2.imread({str(large / 'large.jpg')!r})"]),
             "scan large": peak_rss_mb(scan + [f"file://{large}"]),
             "scan bomb": peak_rss_mb(scan + [f"file://{bomb}"]),
         }

@@ -8,7 +8,7 @@ clients - 1), so a change in machine load between rounds cancels out. The machin
 printed with it: on a shared machine, compare numbers taken in one run.
 
 `--sink FILE.py` (repeatable) benchmarks the HttpSink of another copy of http_sink.py in the same rounds,
-e.g. the committed one: `git show HEAD:edge_runtime/http_sink.py > /tmp/old_http_sink.py`.
+e.g. the committed one: `git show HEAD:edge_runtime/sinks/http_sink.py > /tmp/old_http_sink.py`.
 
 Part 2: peak resident memory growth while emitting `--slow-events` ~20 KB events with 0 clients and with
 N clients that connect and never read, each in a fresh process; what is kept for the clients is bounded,
@@ -32,7 +32,7 @@ import click
 import cv2
 import numpy as np
 
-from edge_runtime.http_sink import HttpSink
+from edge_runtime.sinks.http_sink import HttpSink
 
 
 TARGET = 0.10  # issue 8: 50 clients slow the frame loop by at most 10%

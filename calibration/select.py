@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from calibration import CalibrationError
+from edge_runtime.bundle.manifest import sha256_file
 from edge_runtime.errors import ImageError
-from edge_runtime.manifest import sha256_file
 from edge_runtime.names import CLASS_NAMES
 from edge_runtime.preprocess import decode_image, list_images, read_image
 from train.audit.image_stats import DUPLICATE_DISTANCE, hamming, phash

@@ -6,7 +6,7 @@ scanner's own rule, edge_runtime.roi.Thresholds.decide. Per flavour: verdict agr
 (the verdict equals the label; uncertain counts as wrong, as the scanner's summary counts it), its drop
 against FP32's in points, argmax accuracy (as the gate before this one measured), and |dP| and |d log-odds|
 of P(counterfeit) at p50 / p99 / max. A flavour passes when agreement >= min_agreement and the drop <=
-max_drop_points. The record (edge_runtime.int8_gate) goes into the manifest.
+max_drop_points. The record (edge_runtime.bundle.int8_gate) goes into the manifest.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from calibration import CalibrationError
-from edge_runtime.int8_gate import FAILED_FORCED, MAX_DROP_POINTS, MIN_AGREEMENT, PASSED, UNVERIFIED
-from edge_runtime.manifest import sha256_file
+from edge_runtime.bundle.int8_gate import FAILED_FORCED, MAX_DROP_POINTS, MIN_AGREEMENT, PASSED, UNVERIFIED
+from edge_runtime.bundle.manifest import sha256_file
 from edge_runtime.preprocess import PreprocessConfig, load_frame
 from edge_runtime.roi import Thresholds
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_runtime.bundle.manifest import Bundle
+from edge_runtime.capture.prefetch import PrefetchSource
+from edge_runtime.capture.sources import Frame, open_source
 from edge_runtime.errors import MgfenError
-from edge_runtime.manifest import Bundle
 from edge_runtime.model_runner import STAGES, ModelRunner
 from edge_runtime.quality import QualityConfig, check_frame
-from edge_runtime.prefetch import PrefetchSource
-from edge_runtime.sources import Frame, open_source
 
 BENCH_STAGES = ("capture", "gate") + STAGES + ("total",)
 
@@ -30,7 +30,7 @@ BENCH_STAGES = ("capture", "gate") + STAGES + ("total",)
 class BenchConfig:
     """frames: timed frames per row; warmup: untimed frames first; threads: onnxruntime intra-op
     threads (None: onnxruntime's default); source: frame source URI, or None for a fixed synthetic frame;
-    prefetch: capture, gate and preprocess the next frame in a worker thread (edge_runtime.prefetch),
+    prefetch: capture, gate and preprocess the next frame in a worker thread (edge_runtime.capture.prefetch),
     as mgfen-scan does by default; total is then the loop's time per frame."""
 
     frames: int = 100

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_runtime import names
-from edge_runtime.backends import Backend, open_backend
+from edge_runtime.bundle.manifest import Bundle
 from edge_runtime.errors import BackendError, BundleError
-from edge_runtime.manifest import Bundle
+from edge_runtime.inference.backends import Backend, open_backend
 from edge_runtime.novelty import UNKNOWN, NoveltyTable, load_table
 from edge_runtime.preprocess import global_input, prepare_frame, to_bgr8
 from edge_runtime.roi import crop_rois, softmax, vote_logits

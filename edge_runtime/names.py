@@ -22,7 +22,7 @@ PARTS_OUTPUTS = (PART_LOGITS,)
 
 GRAPHS = ("global", "parts")
 MANIFEST_FILE = "manifest.json"
-SIGNATURE_FILE = "manifest.sig"  # Ed25519 signature over manifest.json's bytes (edge_runtime.signing)
+SIGNATURE_FILE = "manifest.sig"  # Ed25519 signature over manifest.json's bytes (edge_runtime.bundle.signing)
 REPORT_FILE = "report.json"
 NOVELTY_FILE = "novelty.npz"  # edge_runtime.novelty table; listed in the manifest's files as graph "novelty"
 NOVELTY = "novelty"

@@ -15,7 +15,7 @@ frame in hand, gives the open session its verdict, and returns.
 A sink that raises is counted (`sink_errors`) and never stops the scan; when a sink starts failing, one
 `error` event (where "sink", with the exception type) goes to the other sinks, and one line to stderr.
 
-With a PrefetchSource (edge_runtime/prefetch.py) frames arrive gated and preprocessed: the loop then
+With a PrefetchSource (edge_runtime/capture/prefetch.py) frames arrive gated and preprocessed: the loop then
 only runs the graphs, and timings_ms.total is the loop's time per frame, which no longer includes the
 preprocess and gate stages (they ran beside the previous frame's graphs and are reported as measured).
 
@@ -35,13 +35,13 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from edge_runtime import events
-from edge_runtime.audit_log import AuditLog
 from edge_runtime.errors import ImageError, MgfenError
 from edge_runtime.model_runner import ModelRunner
 from edge_runtime.novelty import UNKNOWN
 from edge_runtime.preprocess import to_bgr8
 from edge_runtime.quality import QualityConfig, check_frame
 from edge_runtime.session import SessionTracker, Verdict
+from edge_runtime.sinks.audit_log import AuditLog
 
 log = logging.getLogger(__name__)
 

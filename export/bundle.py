@@ -37,9 +37,9 @@ from calibration.reader import GlobalReader, PartsReader
 from calibration.select import CalibrationSet, select_calibration, stratified_pick, candidates
 from calibration.verdict_gate import GateCriteria, GateResult, run_gate, unverified_record
 from edge_runtime import __version__, names
+from edge_runtime.bundle.int8_gate import MAX_DROP_POINTS, MIN_AGREEMENT
+from edge_runtime.bundle.manifest import FileEntry, Manifest, sha256_file, write_manifest
 from edge_runtime.errors import ImageError
-from edge_runtime.int8_gate import MAX_DROP_POINTS, MIN_AGREEMENT
-from edge_runtime.manifest import FileEntry, Manifest, sha256_file, write_manifest
 from edge_runtime.novelty import save_table
 from edge_runtime.preprocess import list_images, read_image
 from edge_runtime.roi import Thresholds

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from edge_runtime import names
-from edge_runtime.cli_errors import OutputPath, error_boundary
-from edge_runtime.int8_gate import MAX_DROP_POINTS, MIN_AGREEMENT
-from edge_runtime.manifest import sign_bundle
-from edge_runtime.signing import load_signing_key
+from edge_runtime.bundle.int8_gate import MAX_DROP_POINTS, MIN_AGREEMENT
+from edge_runtime.bundle.manifest import sign_bundle
+from edge_runtime.bundle.signing import load_signing_key
+from edge_runtime.cli.cli_errors import OutputPath, error_boundary
 
 EPILOG = """\b
 Examples:

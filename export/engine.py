@@ -3,7 +3,7 @@
     results = ensure_engines(Path("bundle"), precision="int8")     # on the Jetson
     for graph, res in results.items(): print(res.line)            # one verification line per engine
 
-Cache (edge_runtime/engine_cache.py, shared with the scanner): an engine is valid for one ONNX file
+Cache (edge_runtime/inference/engine_cache.py, shared with the scanner): an engine is valid for one ONNX file
 (sha256), TensorRT version, GPU name and compute capability, Jetson board, precision and build recipe;
 `cache_key` hashes exactly those; the plan file is named from the key (`global.int8.<key16>.plan`), and
 engines/index.json maps key -> {file, plan sha256, what it was built from and with, verification}. An entry
@@ -35,12 +35,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edge_runtime import names, trt_buffers
-from edge_runtime.backends import TrtBackend, check_tensorrt, probe_device, tensorrt_required
-from edge_runtime.engine_cache import (BuildRecipe, DeviceInfo, build_recipe, cache_key, check_opset, lookup,
-                                       onnx_for, plan_name, read_index, stale_entries, write_index)
+from edge_runtime import names
+from edge_runtime.bundle.manifest import Bundle, load_bundle, sha256_file
 from edge_runtime.errors import BackendError
-from edge_runtime.manifest import Bundle, load_bundle, sha256_file
+from edge_runtime.inference import trt_buffers
+from edge_runtime.inference.backends import TrtBackend, check_tensorrt, probe_device, tensorrt_required
+from edge_runtime.inference.engine_cache import (BuildRecipe, DeviceInfo, build_recipe, cache_key, check_opset, lookup,
+                                       onnx_for, plan_name, read_index, stale_entries, write_index)
 from export.engine_check import check_line, compare_outputs, reference_outputs, sample_feeds
 
 WHAT = "`mgfen-export --engine`"

@@ -28,9 +28,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from edge_runtime import names
-from edge_runtime.engine_cache import DeviceInfo
+from edge_runtime.bundle.manifest import Bundle, sha256_file
 from edge_runtime.errors import BundleError
-from edge_runtime.manifest import Bundle, sha256_file
+from edge_runtime.inference.engine_cache import DeviceInfo
 from edge_runtime.roi import softmax
 
 Outputs = List[Dict[str, np.ndarray]]

@@ -26,7 +26,7 @@ PROJECT_DIRS = tuple(ROOT / d for d in ("edge_runtime", "train", "export", "cali
 def runtime_caller() -> str | None:
     """'file:line' when the innermost project frame on the current call stack (the code doing the import)
     is inside edge_runtime/, else None. Innermost, not anywhere: a training command runs under the shared
-    error boundary (edge_runtime/cli_errors.py), which is on the stack below every import it makes."""
+    error boundary (edge_runtime/cli/cli_errors.py), which is on the stack below every import it makes."""
     frame = sys._getframe(1)
     while frame is not None:
         path = Path(frame.f_code.co_filename)

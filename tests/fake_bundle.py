@@ -1,6 +1,6 @@
 """A tiny fake bundle for tests and benchmarks: two ONNX graphs built with onnx.helper (no torch, no
 training) that follow the bundle contract exactly (tensor names from edge_runtime.names, fixed shapes),
-plus a real manifest.json written by edge_runtime.manifest.write_manifest.
+plus a real manifest.json written by edge_runtime.bundle.manifest.write_manifest.
 
 What the fake model "sees": the colour of the frame. Logits are `gain * (mean B - mean R, ...)`, so a
 reddish frame is genuine and a bluish frame counterfeit, with a probability that tends to 0 or 1 as the
@@ -29,7 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from calibration.verdict_gate import GateCriteria
 from edge_runtime import names
-from edge_runtime.manifest import FileEntry, Manifest, write_manifest
+from edge_runtime.bundle.manifest import FileEntry, Manifest, write_manifest
 from edge_runtime.preprocess import PreprocessConfig
 from edge_runtime.roi import Thresholds
 
@@ -146,7 +146,7 @@ def make_fake_bundle(root: str | Path, *, frame_size: int = 128, global_size: in
 
 
 def fake_gate_record(status: str) -> dict:
-    """An int8_gate record (edge_runtime.int8_gate) giving both flavours `status`."""
+    """An int8_gate record (edge_runtime.bundle.int8_gate) giving both flavours `status`."""
     entry = {"status": status, "reason": f"fake bundle: {status}"}
     return {"criteria": GateCriteria().to_dict(), "images": None,
             "flavours": {"cpu": dict(entry), "trt": dict(entry)}}

@@ -22,9 +22,9 @@ import cv2
 import pytest
 from click.testing import CliRunner
 
-from edge_runtime.audit_log import AuditError, AuditLog, export_csv, read_rows
+from edge_runtime.cli.scan_cli import main
 from edge_runtime.events import verdict_event
-from edge_runtime.scan_cli import main
+from edge_runtime.sinks.audit_log import AuditError, AuditLog, export_csv, read_rows
 from fake_bundle import make_image
 
 MODEL = "f" * 64
@@ -55,7 +55,7 @@ def test_pragmas_and_rows(tmp_path):
 def test_database_from_before_unknown_is_migrated_with_its_rows(tmp_path):
     """A database made when the CHECK allowed three verdicts takes an `unknown` verdict after reopening,
     and keeps every row it had."""
-    from edge_runtime import audit_log
+    from edge_runtime.sinks import audit_log
 
     db = tmp_path / "audit.db"
     old_schema = audit_log.SCHEMA.replace(", 'unknown'", "")
@@ -151,8 +151,8 @@ def test_record_failure_is_typed_and_rolls_back(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from edge_runtime.audit_log import AuditLog
     from edge_runtime.events import verdict_event
+    from edge_runtime.sinks.audit_log import AuditLog
     import numpy as np
     log = AuditLog(sys.argv[1])
     img = np.full((64, 64, 3), 128, np.uint8)
@@ -198,7 +198,7 @@ def test_kill_9_of_mgfen_scan_loses_no_emitted_verdict(tmp_path):
     for i in range(6):
         cv2.imwrite(str(frames / f"item{i}.png"), make_image("blue" if i % 2 else "red", seed=i))
     db, out = tmp_path / "audit.db", tmp_path / "events.jsonl"
-    cmd = [sys.executable, "-m", "edge_runtime.scan_cli", "run", "--bundle", str(bundle), "--source",
+    cmd = [sys.executable, "-m", "edge_runtime.cli.scan_cli", "run", "--bundle", str(bundle), "--source",
            f"file://{frames}", "--loop", "--rate", "40", "--session-frames", "2", "--min-frames", "1",
            "--no-gate", "--audit", str(db), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime import backends, names, trt_buffers
-from edge_runtime.backends import (OrtBackend, TrtBackend, native_engine_path, onnx_file_for,
-                                   open_backend, ort_provider_list, resolve_precision)
-from edge_runtime.engine_cache import INDEX_FILE, DeviceInfo, cache_key, onnx_for, plan_name, write_index
+from edge_runtime import names
+from edge_runtime.bundle.manifest import load_bundle
 from edge_runtime.errors import BackendError, BundleError
-from edge_runtime.manifest import load_bundle
+from edge_runtime.inference import backends, trt_buffers
+from edge_runtime.inference.backends import (OrtBackend, TrtBackend, native_engine_path, onnx_file_for,
+                                   open_backend, ort_provider_list, resolve_precision)
+from edge_runtime.inference.engine_cache import INDEX_FILE, DeviceInfo, cache_key, onnx_for, plan_name, write_index
 from fake_bundle import make_fake_bundle
 from fake_cuda import FakeGpu, install
 from fake_tensorrt import make_tensorrt
@@ -159,7 +160,7 @@ def _cache_engine(bundle, graph: str, precision: str, device: DeviceInfo):
     engine_dir.mkdir(exist_ok=True)
     plan = engine_dir / plan_name(graph, key)
     plan.write_bytes(b"PLAN")
-    from edge_runtime.manifest import sha256_file
+    from edge_runtime.bundle.manifest import sha256_file
     write_index(engine_dir, {key.digest(): {"file": plan.name, "plan_sha256": sha256_file(plan), "onnx": onnx_name}})
     return plan
 
@@ -186,7 +187,7 @@ def test_native_engine_path_reads_the_export_cache(bundle):
 
 def _plan(tmp_path, gpu, trt_version: str, graph: str = "parts") -> Path:
     """A plan of the fake bundle's graph, built by the fake TensorRT with export's build_plan."""
-    from edge_runtime.engine_cache import build_recipe
+    from edge_runtime.inference.engine_cache import build_recipe
     from export.engine import build_plan
 
     root = make_fake_bundle(tmp_path / "plan_src")
@@ -300,8 +301,9 @@ def test_open_backend_auto_picks_native_engine_when_cached_and_says_why(bundle, 
     assert device == DeviceInfo("10.3.0", "Orin", "8.7")
     engine = _cache_engine(bundle, "global", "int8", device)
     engine.write_bytes(_plan(tmp_path, gpu, "10.3.0", "global").read_bytes())
-    from edge_runtime.engine_cache import write_index
-    write_index(engine.parent, {k: dict(v, plan_sha256=__import__("edge_runtime.manifest").manifest.sha256_file(engine))
+    from edge_runtime.bundle.manifest import sha256_file
+    from edge_runtime.inference.engine_cache import write_index
+    write_index(engine.parent, {k: dict(v, plan_sha256=sha256_file(engine))
                                 for k, v in json.loads((engine.parent / INDEX_FILE).read_text()).items()})
     try:
         with open_backend(bundle, "global", "auto", "int8") as be:

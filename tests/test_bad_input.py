@@ -30,11 +30,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge_runtime import names, trt_buffers
-from edge_runtime.bench_cli import main as bench_main
-from edge_runtime.engine_cache import DeviceInfo, cache_key, onnx_for, plan_name, write_index
-from edge_runtime.manifest import load_bundle, sha256_file, write_manifest
-from edge_runtime.scan_cli import main as scan_main
+from edge_runtime import names
+from edge_runtime.bundle.manifest import load_bundle, sha256_file, write_manifest
+from edge_runtime.cli.bench_cli import main as bench_main
+from edge_runtime.cli.scan_cli import main as scan_main
+from edge_runtime.inference import trt_buffers
+from edge_runtime.inference.engine_cache import DeviceInfo, cache_key, onnx_for, plan_name, write_index
 from fake_bundle import make_fake_bundle, make_image
 
 HUGE = 12_000  # side of the 144 Mpx frame (below MAX_PIXELS: it must be read, in bounded memory)

@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from edge_runtime.bench import BENCH_STAGES, BenchConfig, format_table, run_bench, stage_stats
-from edge_runtime.bench_cli import main
-from edge_runtime.device_info import describe_device
-from edge_runtime.manifest import load_bundle
+from edge_runtime.bundle.manifest import load_bundle
+from edge_runtime.cli.bench_cli import main
+from edge_runtime.inference.device_info import describe_device
 from fake_bundle import make_fake_bundle, make_image
 
 

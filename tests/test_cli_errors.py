@@ -1,4 +1,4 @@
-"""The one error boundary (edge_runtime/cli_errors.py) on every console script: mgfen-data, mgfen-train,
+"""The one error boundary (edge_runtime/cli/cli_errors.py) on every console script: mgfen-data, mgfen-train,
 mgfen-eval, mgfen-export, mgfen-scan, mgfen-bench, mgfen-keygen.
 
 For each: an unwritable output (a path under a regular file, which fails even as root), a missing input,
@@ -23,13 +23,13 @@ import cv2
 import pytest
 from click.testing import CliRunner
 
-from edge_runtime.bench_cli import main as bench_main
-from edge_runtime.cli_errors import error_boundary, output_problem
+from edge_runtime.bundle.manifest import BUNDLE_FORMAT
+from edge_runtime.cli.bench_cli import main as bench_main
+from edge_runtime.cli.cli_errors import error_boundary, output_problem
+from edge_runtime.cli.keygen_cli import main as keygen_main
+from edge_runtime.cli.scan_cli import main as scan_main
 from edge_runtime.errors import BundleError, MgfenError
-from edge_runtime.keygen_cli import main as keygen_main
-from edge_runtime.manifest import BUNDLE_FORMAT
 from edge_runtime.names import MANIFEST_FILE
-from edge_runtime.scan_cli import main as scan_main
 from fake_bundle import make_fake_bundle, make_image
 
 TINY_TRAIN = ["--backbone", "resnet18", "--pretrained", "none", "--frame-size", "128", "--global-size", "64",

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge_runtime import device_info, names
-from edge_runtime.engine_cache import (INDEX_FILE, RECIPE_VERSION, DeviceInfo, build_recipe, cache_key,
-                                       plan_name, write_index)
+from edge_runtime import names
+from edge_runtime.bundle.manifest import load_bundle, sha256_file, write_manifest
 from edge_runtime.errors import BackendError, BundleError
-from edge_runtime.manifest import load_bundle, sha256_file, write_manifest
+from edge_runtime.inference import device_info
+from edge_runtime.inference.engine_cache import (INDEX_FILE, RECIPE_VERSION, DeviceInfo, build_recipe, cache_key,
+                                       plan_name, write_index)
 from export import engine, engine_check
 from export.engine import ensure_engine
 from fake_bundle import make_fake_bundle, make_image
@@ -501,7 +502,7 @@ def test_engine_path_needs_no_torch(tmp_path):
 def test_first_hour_bench_all_backends_and_precisions(tmp_path, monkeypatch, gpu):
     """The first-hour command (docs/jetson_first_hour.md), `mgfen-bench --backend all --precision all`, after
     building int8 engines: onnxruntime rows, the native TensorRT int8 row, and one-line reasons for the rest."""
-    from edge_runtime.bench_cli import main as bench_main
+    from edge_runtime.cli.bench_cli import main as bench_main
     from export.cli import main as export_main
 
     root = add_samples(make_fake_bundle(tmp_path / "b", int8=True))

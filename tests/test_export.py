@@ -17,7 +17,7 @@ from calibration.accuracy import OrtPipeline, PipelineParams
 from calibration.lint import lint_trt
 from calibration.quantize import descendants_of_output
 from edge_runtime import names
-from edge_runtime.manifest import load_bundle, sha256_file
+from edge_runtime.bundle.manifest import load_bundle, sha256_file
 from edge_runtime.preprocess import PreprocessConfig, list_images
 from edge_runtime.roi import Thresholds
 from export import ExportError
@@ -305,7 +305,7 @@ def test_failed_export_leaves_the_previous_bundle_loadable(work, tmp_path, monke
     """The export is a transaction: a gate that fails after the graphs were written, a parity failure,
     and an interrupt each leave the previous bundle (signed here) byte for byte as it was."""
     root, model, _ = work
-    from edge_runtime.signing import generate_keypair
+    from edge_runtime.bundle.signing import generate_keypair
 
     ckpt = tmp_path / "even.pt"
     save_checkpoint(ckpt, model, list(names.CLASS_NAMES), thresholds=Thresholds(0.5, 0.5))

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import ImageError, MgfenError
-from edge_runtime.http_sink import MAX_BODY, HttpSink, HttpSinkError, new_token
-from edge_runtime.preview import BOX_COLOUR, DECISION_COLOURS, annotate_preview, encode_jpeg, preview_jpeg
+from edge_runtime.sinks.http_sink import MAX_BODY, HttpSink, HttpSinkError, new_token
+from edge_runtime.sinks.preview import BOX_COLOUR, DECISION_COLOURS, annotate_preview, encode_jpeg, preview_jpeg
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -478,7 +478,7 @@ def test_preview_jpeg_downscales_and_validates():
 # -- wiring: the preview feeder, scanner health and the sink factory ------------------------------------
 
 def test_preview_feeder_rate_limits_and_feeds_the_sink():
-    from edge_runtime.preview import PreviewFeeder
+    from edge_runtime.sinks.preview import PreviewFeeder
 
     with HttpSink(port=0) as s:
         feeder = PreviewFeeder(s.update_preview, interval_s=30.0, max_side=320)
@@ -499,7 +499,7 @@ def test_preview_feeder_rate_limits_and_feeds_the_sink():
 
 
 def test_extra_health_and_sink_factory():
-    from edge_runtime.sink_factory import make_sinks, parse_serve
+    from edge_runtime.sinks.sink_factory import make_sinks, parse_serve
 
     class Control:
         sessions = 0

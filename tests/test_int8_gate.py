@@ -15,12 +15,12 @@ import pytest
 
 from calibration.verdict_gate import GateCriteria, Scores, compare_verdicts, judge, positive_log_odds
 from edge_runtime import names
-from edge_runtime.bench_cli import main as bench_main
+from edge_runtime.bundle.manifest import MANIFEST_FILE, load_bundle
+from edge_runtime.cli.bench_cli import main as bench_main
+from edge_runtime.cli.scan_cli import main as scan_main
 from edge_runtime.errors import BundleError
-from edge_runtime.manifest import MANIFEST_FILE, load_bundle
 from edge_runtime.model_runner import ModelRunner
 from edge_runtime.roi import Thresholds
-from edge_runtime.scan_cli import main as scan_main
 from cli_runner import stderr_runner
 from fake_bundle import make_fake_bundle, make_image
 

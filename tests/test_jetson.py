@@ -19,11 +19,12 @@ import pytest
 from click.testing import CliRunner
 from packaging.requirements import Requirement
 
-from edge_runtime import backends, device_info, names, trt_buffers
-from edge_runtime.backends import TrtBackend, open_backend, ort_provider_list
-from edge_runtime.engine_cache import DeviceInfo, build_recipe, max_opset
+from edge_runtime import names
+from edge_runtime.bundle.manifest import load_bundle, write_manifest
 from edge_runtime.errors import BackendError
-from edge_runtime.manifest import load_bundle, write_manifest
+from edge_runtime.inference import backends, device_info, trt_buffers
+from edge_runtime.inference.backends import TrtBackend, open_backend, ort_provider_list
+from edge_runtime.inference.engine_cache import DeviceInfo, build_recipe, max_opset
 from export import engine
 from export.engine import ensure_engine
 from fake_bundle import make_fake_bundle
@@ -142,7 +143,7 @@ def test_first_hour_cuda_line_exits_0_under_pycuda():
         return subprocess.run([sys.executable, "-c", prelude + line], capture_output=True, text=True,
                               timeout=60, cwd=ROOT)
 
-    old = run("from edge_runtime.trt_buffers import load_cuda; c = load_cuda(); print(c.name, c.device(), "
+    old = run("from edge_runtime.inference.trt_buffers import load_cuda; c = load_cuda(); print(c.name, c.device(), "
               "c.skipped)")  # the line README had: the fake aborts as pycuda does
     assert old.returncode == -6 and "context stack was not empty" in old.stderr  # SIGABRT: exit 134 in a shell
     for line in lines:
@@ -299,7 +300,7 @@ def _faint_samples(root: Path, strength: int = 8) -> Path:
 
     import cv2
 
-    from edge_runtime.manifest import sha256_file
+    from edge_runtime.bundle.manifest import sha256_file
     from fake_bundle import make_image
 
     b = load_bundle(root)

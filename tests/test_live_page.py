@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from edge_runtime.http_sink import HttpSink, new_token
-from edge_runtime.preview import preview_jpeg
+from edge_runtime.sinks.http_sink import HttpSink, new_token
+from edge_runtime.sinks.preview import preview_jpeg
 
 CHROMIUM = next((p for p in (os.environ.get("MGFEN_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium")
                  if p and os.path.exists(p)), None)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import edge_runtime
+from edge_runtime.bundle.manifest import BUNDLE_FORMAT, FileEntry, Manifest, load_bundle, sha256_file, write_manifest
 from edge_runtime.errors import BundleError
-from edge_runtime.manifest import BUNDLE_FORMAT, FileEntry, Manifest, load_bundle, sha256_file, write_manifest
 from edge_runtime.names import CLASS_NAMES, MANIFEST_FILE, model_file
 from edge_runtime.preprocess import PreprocessConfig
 from edge_runtime.roi import Thresholds
+import edge_runtime
 
 
 def _manifest() -> Manifest:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.errors import BackendError, MgfenError
-from edge_runtime.mqtt_sink import MqttSink, MqttSinkError, parse_mqtt_uri
+from edge_runtime.sinks.mqtt_sink import MqttSink, MqttSinkError, parse_mqtt_uri
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 pytestmark = pytest.mark.timeout(60)

@@ -15,14 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = textwrap.dedent("""
     import importlib, pkgutil, sys
     import edge_runtime
-    mods = sorted(m.name for m in pkgutil.iter_modules(edge_runtime.__path__, "edge_runtime."))
+    mods = sorted(m.name for m in pkgutil.walk_packages(edge_runtime.__path__, "edge_runtime."))
     for name in mods:
         importlib.import_module(name)
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
     assert not leaked, leaked
     sys.path.insert(0, sys.argv[2])
     from fake_bundle import make_fake_bundle, make_image
-    from edge_runtime.manifest import load_bundle
+    from edge_runtime.bundle.manifest import load_bundle
     from edge_runtime.model_runner import ModelRunner
     with ModelRunner.open(load_bundle(make_fake_bundle(sys.argv[1])), "ort") as runner:
         assert runner.run_frame(make_image("blue")).decision == "counterfeit"

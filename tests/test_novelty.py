@@ -12,15 +12,15 @@ import pytest
 from click.testing import CliRunner
 
 from edge_runtime import events, names
-from edge_runtime.audit_log import AuditLog
-from edge_runtime.manifest import load_bundle
+from edge_runtime.bundle.manifest import load_bundle
+from edge_runtime.cli.scan_cli import main as scan_main
 from edge_runtime.model_runner import NO_NOVELTY, ModelRunner
 from edge_runtime.novelty import DEFAULT_TARGET_RATE, UNKNOWN, fit_novelty, load_table, save_table
 from edge_runtime.roi import Thresholds
-from edge_runtime.scan_cli import main as scan_main
 from edge_runtime.scan_summary import format_summary, summarise
 from edge_runtime.scanner import ScanStats
 from edge_runtime.session import SessionConfig, SessionTracker
+from edge_runtime.sinks.audit_log import AuditLog
 from cli_runner import stderr_runner
 from fake_bundle import make_fake_bundle, make_image
 

@@ -7,10 +7,10 @@ import threading
 import numpy as np
 import pytest
 
+from edge_runtime.bundle.manifest import load_bundle
+from edge_runtime.capture.prefetch import PrefetchSource, prefetch_threads
 from edge_runtime.errors import ImageError
-from edge_runtime.manifest import load_bundle
 from edge_runtime.model_runner import ModelRunner
-from edge_runtime.prefetch import PrefetchSource, prefetch_threads
 from edge_runtime.quality import QualityConfig
 from edge_runtime.scanner import ScanConfig, Scanner
 from edge_runtime.session import SessionConfig, SessionTracker

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from edge_runtime.bundle.manifest import FLAVOURS, PRECISIONS, FileEntry, Manifest, load_bundle
 from edge_runtime.errors import BundleError, ImageError
-from edge_runtime.manifest import FLAVOURS, PRECISIONS, FileEntry, Manifest, load_bundle
 from edge_runtime.names import MANIFEST_FILE
 from edge_runtime.preprocess import MAX_PIXELS, MIN_SIDE, PreprocessConfig, decode_image, prepare_frame, to_bgr8
 from edge_runtime.roi import Thresholds, crop_rois

@@ -18,14 +18,14 @@ import pytest
 from click.testing import CliRunner
 
 from edge_runtime import events
+from edge_runtime.bundle.manifest import load_bundle
+from edge_runtime.capture.sources import Frame
+from edge_runtime.cli.scan_cli import main
 from edge_runtime.errors import ImageError
-from edge_runtime.manifest import load_bundle
 from edge_runtime.model_runner import STAGES, ModelRunner
-from edge_runtime.scan_cli import main
 from edge_runtime.scanner import ScanConfig, ScanError, Scanner
 from edge_runtime.session import SessionConfig, SessionTracker
-from edge_runtime.sinks_jsonl import JsonlSink
-from edge_runtime.sources import Frame
+from edge_runtime.sinks.sinks_jsonl import JsonlSink
 from fake_bundle import make_fake_bundle, make_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -363,7 +363,7 @@ def test_cli_missing_bundle_file(tmp_path):
 def test_cli_sigterm_flushes_and_exits_zero(bundle_dir, tmp_path):
     out = tmp_path / "e.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.scan_cli", "run", "--bundle", str(bundle_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli.scan_cli", "run", "--bundle", str(bundle_dir),
                              "--source", "sim://?fps=50&colour=grey", "--out", str(out), "--min-frames", "1000",
                              "--session-frames", "1000"], env=env, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20

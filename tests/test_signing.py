@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from edge_runtime import names
+from edge_runtime.bundle.manifest import load_bundle
+from edge_runtime.bundle.manifest import sign_bundle
+from edge_runtime.bundle.signing import SigningError, generate_keypair, key_id, load_signing_key
+from edge_runtime.cli.keygen_cli import main as keygen_main
 from edge_runtime.errors import BundleError
-from edge_runtime.keygen_cli import main as keygen_main
-from edge_runtime.manifest import load_bundle
-from edge_runtime.manifest import sign_bundle
-from edge_runtime.signing import SigningError, generate_keypair, key_id, load_signing_key
 from fake_bundle import make_fake_bundle, make_image
 
 
@@ -184,8 +184,8 @@ def test_sign_refuses_a_bundle_that_does_not_verify(tmp_path, keys):
 def test_scan_and_bench_trust(tmp_path, keys):
     import cv2
 
-    from edge_runtime.bench_cli import main as bench_main
-    from edge_runtime.scan_cli import main as scan_main
+    from edge_runtime.cli.bench_cli import main as bench_main
+    from edge_runtime.cli.scan_cli import main as scan_main
 
     root = _bundle(tmp_path / "b")
     images = tmp_path / "images"

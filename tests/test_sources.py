@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_runtime.capture.cameras import Camera, SimulatedCamera, csi_pipeline, parse_source_uri
+from edge_runtime.capture.sources import CaptureConfig, LiveSource, PullSource, open_source
 from edge_runtime.errors import ImageError, SourceError
-from edge_runtime.cameras import Camera, SimulatedCamera, csi_pipeline, parse_source_uri
-from edge_runtime.sources import CaptureConfig, LiveSource, PullSource, open_source
 from fake_bundle import make_image
 
 FAST = CaptureConfig(frame_timeout=0.2, open_timeout=1.0, backoff_initial=0.02, backoff_max=0.1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from edge_runtime.cli_errors import OutputPath, error_boundary
+from edge_runtime.cli.cli_errors import OutputPath, error_boundary
 from train.audit.baselines import DEFAULT_BATCH
 from train.audit.image_stats import DUPLICATE_DISTANCE, HASH_BITS
 from train.evaluate.resample import DEFAULT_FOLDS, N_BOOT, N_PERM

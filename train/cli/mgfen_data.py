@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import cv2
 
-from edge_runtime.cli_errors import OutputPath, debug_option, error_boundary
+from edge_runtime.cli.cli_errors import OutputPath, debug_option, error_boundary
 from edge_runtime.errors import MgfenError
 from train.cli.data_audit import audit_cmd
 from train.cli.data_background import augment_cmd, masks_cmd

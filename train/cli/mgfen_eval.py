@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edge_runtime.cli_errors import OutputPath, error_boundary
+from edge_runtime.cli.cli_errors import OutputPath, error_boundary
 from train.enhance.blend import BLEND_MODES
 from train.evaluate.bg_suite import format_results
 from train.evaluate.risk_coverage import format_table

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from edge_runtime.cli_errors import OutputPath, error_boundary
+from edge_runtime.cli.cli_errors import OutputPath, error_boundary
 from train.enhance.blend import BLEND_MODES
 from train.fit.config import SELECT_METRICS, TrainConfig
 from train.model.backbones import BACKBONES

@@ -1,4 +1,4 @@
-"""Server-Sent Events fan-out for the HTTP sink (edge_runtime/http_sink.py): one thread writes every
+"""Server-Sent Events fan-out for the HTTP sink (edge_runtime/sinks/http_sink.py): one thread writes every
 event to every SSE socket with non-blocking sends, from one bounded log shared by all clients.
 Standard library only."""
 
@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 
-log = logging.getLogger("edge_runtime.http_sink")
+log = logging.getLogger("edge_runtime.sinks.http_sink")
 
 
 KEEPALIVE = b": keep-alive\n\n"

@@ -19,7 +19,7 @@ import sys
 import click
 
 from edge_runtime.errors import MgfenError
-from edge_runtime.sinks_jsonl import JsonlSink
+from edge_runtime.sinks.sinks_jsonl import JsonlSink
 
 # click.Option decorators added to `mgfen-scan run`, first listed first in --help.
 SINK_OPTIONS: list = [
@@ -46,7 +46,7 @@ def sink_options(command):
 
 def parse_serve(value: str) -> tuple[str, int]:
     """"8080" | "HOST:8080" | "[::1]:8080" -> (host, port); host defaults to 127.0.0.1."""
-    from edge_runtime.http_sink import HttpSinkError
+    from edge_runtime.sinks.http_sink import HttpSinkError
 
     text = value.strip()
     host, sep, port = text.rpartition(":")
@@ -68,8 +68,8 @@ def make_sinks(out: str | None, control, options: dict) -> list:
     try:
         serve = options.get("serve")
         if serve:
-            from edge_runtime.http_sink import HttpSink
-            from edge_runtime.preview import PreviewFeeder
+            from edge_runtime.sinks.http_sink import HttpSink
+            from edge_runtime.sinks.preview import PreviewFeeder
 
             host, port = parse_serve(serve)
             http = HttpSink(host=host, port=port, token=options.get("token"),
@@ -83,7 +83,7 @@ def make_sinks(out: str | None, control, options: dict) -> list:
         elif options.get("token"):
             raise click.UsageError("--token needs --serve")
         if options.get("mqtt"):
-            from edge_runtime.mqtt_sink import MqttSink
+            from edge_runtime.sinks.mqtt_sink import MqttSink
 
             types = tuple(t.strip() for t in (options.get("mqtt_events") or "verdict").split(",") if t.strip())
             sinks.append(MqttSink(options["mqtt"], types=types))

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from edge_runtime.errors import BackendError, MgfenError
-from edge_runtime.http_sink import HttpSinkError, event_json
+from edge_runtime.sinks.http_sink import HttpSinkError, event_json
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Cameras behind the frame sources: URIs parsed into a SourceSpec, one Camera class per kind of
-device or file, and `make_camera_factory`. edge_runtime/sources.py runs them (capture thread, watchdog,
+device or file, and `make_camera_factory`. edge_runtime/capture/sources.py runs them (capture thread, watchdog,
 reconnects, latest-frame slot).
 
 URIs (options as a query string, e.g. `file:///data/test?loop=1&rate=10`):

@@ -13,19 +13,19 @@ from pathlib import Path
 
 import click
 
-from edge_runtime.audit_log import AuditLog, export_csv
-from edge_runtime.backends import BACKENDS, PRECISIONS
-from edge_runtime.cli_errors import OutputPath, debug_option, error_boundary, write_text
+from edge_runtime.bundle.manifest import load_bundle
+from edge_runtime.capture.prefetch import PrefetchSource, prefetch_threads
+from edge_runtime.capture.sources import CaptureConfig, open_source
+from edge_runtime.cli.cli_errors import OutputPath, debug_option, error_boundary, write_text
+from edge_runtime.inference.backends import BACKENDS, PRECISIONS
 from edge_runtime.labels import load_labels
-from edge_runtime.manifest import load_bundle
 from edge_runtime.model_runner import ModelRunner
-from edge_runtime.prefetch import PrefetchSource, prefetch_threads
 from edge_runtime.quality import QualityConfig
 from edge_runtime.scan_summary import format_summary, summarise
 from edge_runtime.scanner import ScanConfig, Scanner
 from edge_runtime.session import SessionConfig, SessionTracker
-from edge_runtime.sink_factory import make_sinks, sink_options
-from edge_runtime.sources import CaptureConfig, open_source
+from edge_runtime.sinks.audit_log import AuditLog, export_csv
+from edge_runtime.sinks.sink_factory import make_sinks, sink_options
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @debug_option
@@ -170,5 +170,5 @@ def audit_export(db_path: Path, csv_path: Path) -> None:
     click.echo(f"wrote {n} verdicts to {csv_path}")
 
 
-if __name__ == "__main__":  # python -m edge_runtime.scan_cli
+if __name__ == "__main__":  # python -m edge_runtime.cli.scan_cli
     main()

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from edge_runtime.backends import PRECISIONS
 from edge_runtime.bench import BenchConfig, format_table, run_bench
-from edge_runtime.cli_errors import OutputPath, error_boundary, write_text
-from edge_runtime.device_info import describe_device
+from edge_runtime.bundle.manifest import load_bundle
+from edge_runtime.capture.prefetch import prefetch_threads
+from edge_runtime.cli.cli_errors import OutputPath, error_boundary, write_text
+from edge_runtime.inference.backends import PRECISIONS
+from edge_runtime.inference.device_info import describe_device
 from edge_runtime.labels import load_labels
-from edge_runtime.manifest import load_bundle
-from edge_runtime.prefetch import prefetch_threads
 
 BACKEND_CHOICES = ("auto", "ort", "trt", "all")
 PRECISION_CHOICES = ("auto",) + tuple(PRECISIONS) + ("all",)
@@ -92,5 +92,5 @@ def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, fra
         raise SystemExit(1)
 
 
-if __name__ == "__main__":  # python -m edge_runtime.bench_cli
+if __name__ == "__main__":  # python -m edge_runtime.cli.bench_cli
     main()

@@ -1,5 +1,5 @@
 """The TensorRT engine cache beside a bundle: build recipes, keys, plan names and the index, shared by the
-writer (export/engine.py builds engines on the device) and the reader (edge_runtime/backends.py opens them).
+writer (export/engine.py builds engines on the device) and the reader (edge_runtime/inference/backends.py opens them).
 
 An engine is tied to its ONNX file, the TensorRT version, the GPU (name, compute capability), the board it
 sits on (Orin Nano, NX and AGX all report "Orin" and 8.7, but engines are tuned for one module), the
@@ -21,8 +21,8 @@ from typing import Optional, Tuple
 
 from edge_runtime import __version__ as TOOLKIT_VERSION
 from edge_runtime import names
+from edge_runtime.bundle.manifest import Bundle, sha256_file
 from edge_runtime.errors import BackendError, BundleError
-from edge_runtime.manifest import Bundle, sha256_file
 
 PRECISIONS = ("int8", "fp16", "fp32")
 INDEX_FILE = "index.json"

@@ -6,8 +6,7 @@
 - OrtBackend: onnxruntime with the CPU, CUDA or TensorRT execution provider. INT8 uses the file made for
   the provider: the `cpu` flavour (QDQ U8S8) on the CPU EP, the `trt` flavour (symmetric S8S8) on the
   TensorRT EP.
-- TrtBackend: native TensorRT from a serialized engine (tensorrt + cuda-python or pycuda, buffers in
-  edge_runtime.trt_buffers).
+- TrtBackend: native TensorRT from a serialized engine (tensorrt + cuda-python or pycuda; buffers: trt_buffers).
 
 Imports of onnxruntime and tensorrt are lazy: this module imports with neither installed, and a
 missing package raises BackendError naming what to install.
@@ -21,11 +20,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edge_runtime import names, trt_buffers
-from edge_runtime.engine_cache import DeviceInfo, cache_key, lookup, onnx_for
+from edge_runtime import names
+from edge_runtime.bundle.int8_gate import auto_int8, precision_note, run_label
+from edge_runtime.bundle.manifest import Bundle, Manifest
 from edge_runtime.errors import BackendError, BundleError
-from edge_runtime.int8_gate import auto_int8, precision_note, run_label
-from edge_runtime.manifest import Bundle, Manifest
+from edge_runtime.inference import trt_buffers
+from edge_runtime.inference.engine_cache import DeviceInfo, cache_key, lookup, onnx_for
 
 BACKENDS = ("auto", "ort", "trt")
 PRECISIONS = ("int8", "fp16", "fp32")
@@ -116,7 +116,7 @@ def ort_install_note(providers: list[str]) -> str:
     (PyPI's CPU wheel, which `pip install -e .` brings)."""
     from importlib import metadata
 
-    from edge_runtime import device_info
+    from edge_runtime.inference import device_info
 
     dists = set()
     for dist in ("onnxruntime", "onnxruntime-gpu"):
@@ -241,7 +241,7 @@ class TrtBackend(Backend):
 
     Uses the name-based I/O API of TensorRT 10 (also present in 8.5; 10 removed the binding-index API):
     num_io_tensors, get_tensor_name, get_tensor_mode, set_tensor_address (its bool is checked),
-    execute_async_v3. Buffers come from edge_runtime.trt_buffers (cuda-python or pycuda, page-locked
+    execute_async_v3. Buffers come from edge_runtime.inference.trt_buffers (cuda-python or pycuda, page-locked
     host memory), allocated once. Every shape must be fixed.
 
     cuda: a binding to share (export's engine check runs several plans on one); None loads one with
@@ -346,7 +346,7 @@ class TrtBackend(Backend):
 def probe_device(trt_version: str, cuda: trt_buffers.CudaApi) -> DeviceInfo:
     """What engines are keyed by on this machine: TensorRT version, GPU name and compute capability of the
     binding's device, and the Jetson board from the device tree (empty elsewhere)."""
-    from edge_runtime.device_info import jetson_board
+    from edge_runtime.inference.device_info import jetson_board
 
     gpu, cap = cuda.device()
     model, ids = jetson_board()
@@ -390,7 +390,7 @@ def onnx_file_for(manifest: Manifest, graph: str, precision: str, target: str) -
 
 def resolve_precision(manifest: Manifest, graph: str, precision: str | None, target: str) -> str:
     """None means the best the bundle offers for the target: int8 when its flavour exists and passed its
-    export gate (edge_runtime.int8_gate), else fp32."""
+    export gate (edge_runtime.bundle.int8_gate), else fp32."""
     if precision is not None:
         return precision
     return "int8" if auto_int8(manifest, graph, target) else "fp32"
@@ -427,7 +427,7 @@ def ort_provider_list(target: str, precision: str, cache_dir: Path | None) -> li
 
 def native_engine_path(bundle: Bundle, graph: str, precision: str, device: DeviceInfo) -> Path | None:
     """The cached, intact engine `mgfen-export --engine` built for this graph, precision, device, TensorRT
-    version and build recipe (edge_runtime.engine_cache), or None when there is none."""
+    version and build recipe (edge_runtime.inference.engine_cache), or None when there is none."""
     onnx_name = onnx_for(bundle, graph, precision)
     key = cache_key(bundle.manifest.files[onnx_name].sha256, device, precision)
     return lookup(bundle.path(names.ENGINE_DIR), key)
@@ -457,7 +457,7 @@ def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: s
     """Open `graph` ("global" | "parts") of a loaded bundle.
 
     backend: "ort" (onnxruntime, best provider present: TensorRT EP > CUDA EP > CPU), "trt" (native
-    TensorRT engine from bundle/engines, keyed by edge_runtime.engine_cache), or "auto": native TensorRT
+    TensorRT engine from bundle/engines, keyed by edge_runtime.inference.engine_cache), or "auto": native TensorRT
     when tensorrt imports, a CUDA binding works and an engine for this device exists, else "ort".
     precision: "int8" | "fp16" | "fp32", or None for the best the bundle offers (int8 when present and its
     gate passed, else fp32: `note` says so). `why` is one line naming what was picked and, for auto on onnxruntime,

@@ -1,4 +1,4 @@
-"""The HTTP request handling of the scanner's HTTP sink (edge_runtime/http_sink.py): the server class that
+"""The HTTP request handling of the scanner's HTTP sink (edge_runtime/sinks/http_sink.py): the server class that
 caps concurrent connections, and the handler that checks every request (size, Host, token, Content-Type,
 Origin) before it routes it. Standard library only.
 
@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-log = logging.getLogger("edge_runtime.http_sink")  # one logger for the sink and its handler
+log = logging.getLogger("edge_runtime.sinks.http_sink")  # one logger for the sink and its handler
 
 MAX_BODY = 64 * 1024
 MAX_TARGET = 2048  # longest request target (path + query) accepted

@@ -17,7 +17,7 @@ Routes (all GET unless noted):
 
 Binds 127.0.0.1 by default. A non-loopback bind needs a token; with a token every route needs
 `Authorization: Bearer <token>` (GET routes also accept `?token=<token>`, for the page and EventSource).
-The request checks and the routes are in edge_runtime/http_handler.py.
+The request checks and the routes are in edge_runtime/sinks/http_handler.py.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_runtime.errors import MgfenError
-from edge_runtime.http_handler import MAX_BODY, SinkServer, SinkServer6  # noqa: F401 (MAX_BODY: part of the API)
-from edge_runtime.sse_fanout import _Fanout
+from edge_runtime.sinks.http_handler import MAX_BODY, SinkServer, SinkServer6  # noqa: F401 (MAX_BODY: part of the API)
+from edge_runtime.sinks.sse_fanout import _Fanout
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class HttpSink:
         self._on_new_session = on_new_session
         self._extra_health = extra_health
         self._max_connections = int(max_connections)
-        self._page = (Path(__file__).parent / "static" / _PAGE_FILE).read_text("utf-8")  # 3.8: no resources.files
+        self._page = (Path(__file__).parent.parent / "static" / _PAGE_FILE).read_text("utf-8")  # 3.8: no resources.files
 
         self._lock = threading.Lock()
         self._connections = 0

@@ -20,7 +20,7 @@ from typing import Optional, Protocol
 
 
 class Manifest(Protocol):
-    """What the gate reads of edge_runtime.manifest.Manifest (which imports this module, so it is named by
+    """What the gate reads of edge_runtime.bundle.manifest.Manifest (which imports this module, so it is named by
     shape here rather than imported)."""
 
     @property

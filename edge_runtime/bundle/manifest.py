@@ -3,7 +3,7 @@
 A bundle is a folder with manifest.json and model files. export/ writes it with `write_manifest`; the
 scanner reads it with `load_bundle`, which rejects unknown keys, a newer schema, missing files and any
 file whose sha256 no longer matches, and with `trust=PUBKEY` a manifest.json not signed by that key
-(edge_runtime.signing, which holds the keys and the signature maths and imports nothing of this module;
+(edge_runtime.bundle.signing, which holds the keys and the signature maths and imports nothing of this module;
 `sign_bundle` here checks a bundle and signs it). The model id is the sha256 of manifest.json's bytes.
 """
 
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_runtime import __version__
+from edge_runtime.bundle.int8_gate import flavour_status, parse_record
+from edge_runtime.bundle.signing import SigningError, SigningKey, load_signing_key, verify_manifest, write_signature
 from edge_runtime.errors import BundleError
-from edge_runtime.int8_gate import flavour_status, parse_record
 from edge_runtime.names import CLASS_NAMES, MANIFEST_FILE
 from edge_runtime.preprocess import PreprocessConfig
 from edge_runtime.roi import Thresholds
-from edge_runtime.signing import SigningError, SigningKey, load_signing_key, verify_manifest, write_signature
 
 SCHEMA_VERSION = 1  # the manifest's layout (keys and their meaning): read only when equal
 # What a bundle holds and how export/ made it. Bump it (and the toolkit version) with any change to that;
@@ -58,7 +58,7 @@ class Manifest:
     tensors: {graph: {"inputs": {name: shape}, "outputs": {name: shape}}} with fixed integer shapes.
     files: {file name: FileEntry}. provenance: checkpoint sha256, data hash, metrics, config (free JSON).
     calibration: method, count and content hashes of the calibration images, or None.
-    int8_gate: the export's INT8-vs-FP32 verdict gate per flavour (edge_runtime.int8_gate), or None.
+    int8_gate: the export's INT8-vs-FP32 verdict gate per flavour (edge_runtime.bundle.int8_gate), or None.
     """
 
     classes: tuple[str, ...]
@@ -208,7 +208,7 @@ def load_bundle(root: str | Path, verify: bool = True, trust: str | Path | None 
 
     Raises BundleError when the folder or manifest.json is missing or malformed, a listed file is
     missing, or (verify=True) a file's sha256 differs from the manifest. With `trust` (a public key PEM
-    file, edge_runtime.signing) manifest.json must also carry a valid signature by that key in
+    file, edge_runtime.bundle.signing) manifest.json must also carry a valid signature by that key in
     manifest.sig: the signature is checked over the same bytes that are then parsed, before parsing.
     """
     root = Path(root)
@@ -228,7 +228,7 @@ def sign_bundle(root: str | Path, key: str | Path | SigningKey) -> Path:
 
     key: a private key PEM path, or a SigningKey already loaded (so a CLI can check the key before a
     long export). The bundle is checked first (manifest parses, every listed file matches its sha256)
-    and the signature is over exactly the bytes that were checked (edge_runtime.signing.write_signature).
+    and the signature is over exactly the bytes that were checked (edge_runtime.bundle.signing.write_signature).
     """
     root = Path(root)
     signer = key if isinstance(key, SigningKey) else load_signing_key(Path(key))

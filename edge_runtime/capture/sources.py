@@ -1,7 +1,7 @@
 """Frame sources by URI, with a capture thread, a watchdog, reconnects and a latest-frame slot.
 
 The URIs (picam://, csi://, v4l2://, file://, rtsp://, sim://) and the cameras behind them live in
-edge_runtime/cameras.py.
+edge_runtime/capture/cameras.py.
 
 Two kinds of source, one interface (`start()`, `read(timeout) -> Frame | None`, `ended`, `errors()`,
 `stats`, `close()`):
@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge_runtime.cameras import Camera, make_camera_factory, parse_source_uri
+from edge_runtime.capture.cameras import Camera, make_camera_factory, parse_source_uri
 from edge_runtime.errors import ImageError, MgfenError, SourceError
 
 
@@ -33,7 +33,7 @@ from edge_runtime.errors import ImageError, MgfenError, SourceError
 class Frame:
     """One captured frame. image: HxWx3 uint8 BGR; index: sequence number from the source (gaps mean
     dropped frames); ts: capture time (unix s); item: file name for file sources, else None.
-    quality, gate_ms, prepared: filled ahead of time by edge_runtime.prefetch.PrefetchSource (the gate's
+    quality, gate_ms, prepared: filled ahead of time by edge_runtime.capture.prefetch.PrefetchSource (the gate's
     QualityReport, its time, and the model's PreparedFrame when the gate passed), else None."""
 
     image: np.ndarray

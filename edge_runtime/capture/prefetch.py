@@ -25,9 +25,9 @@ from typing import Callable
 
 import numpy as np
 
+from edge_runtime.capture.sources import Frame
 from edge_runtime.preprocess import to_bgr8
 from edge_runtime.quality import QualityConfig, check_frame
-from edge_runtime.sources import Frame
 
 _FRAME, _NONE, _END, _RAISE = range(4)
 

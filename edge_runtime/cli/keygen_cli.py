@@ -1,5 +1,5 @@
 """`mgfen-keygen`: make the Ed25519 key pair that signs bundles (a thin click layer over
-edge_runtime.signing.generate_keypair)."""
+edge_runtime.bundle.signing.generate_keypair)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from edge_runtime.cli_errors import error_boundary
-from edge_runtime.signing import generate_keypair
+from edge_runtime.bundle.signing import generate_keypair
+from edge_runtime.cli.cli_errors import error_boundary
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,5 +34,5 @@ def main(prefix: Path, force: bool) -> None:
     click.echo(f"wrote {private} (private, keep secret) and {public} (public); key id {kid}")
 
 
-if __name__ == "__main__":  # python -m edge_runtime.keygen_cli
+if __name__ == "__main__":  # python -m edge_runtime.cli.keygen_cli
     main()

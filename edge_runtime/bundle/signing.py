@@ -189,7 +189,7 @@ def generate_keypair(private_path: str | Path, public_path: str | Path, overwrit
 
 def write_signature(root: str | Path, manifest_bytes: bytes, signer: SigningKey) -> Path:
     """Sign `manifest_bytes` (ROOT/manifest.json's exact bytes, already checked by the caller) and write
-    ROOT/manifest.sig (tmp + replace); return its path. edge_runtime.manifest.sign_bundle checks the
+    ROOT/manifest.sig (tmp + replace); return its path. edge_runtime.bundle.manifest.sign_bundle checks the
     bundle and calls this, so this module never imports the manifest's."""
     doc = {"algorithm": ALGORITHM, "key_id": signer.key_id,
            "signature": base64.b64encode(signer.private.sign(manifest_bytes)).decode("ascii")}
