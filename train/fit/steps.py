@@ -93,6 +93,8 @@ class Loaders:
 
 
 def make_loaders(cfg: TrainConfig, data: Datasets, world: int) -> Loaders:
+    """Train loader shuffled by a generator seeded with cfg.seed (a DistributedSampler under torchrun), val and
+    test loaders in order, batch min(cfg.batch, 16)."""
     sampler = DistributedSampler(data.train, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(data.train, batch_size=cfg.batch, shuffle=sampler is None, sampler=sampler,
