@@ -25,12 +25,12 @@ from train.data.dataset import AugmentConfig, FrameDataset, SampleTransform
 from train.data.folders import DataIndex, Sample
 from train.data.frame_fit import fit_frame_size, median_square_side
 from train.evaluate.metrics import classification_report
-from train.evaluate.predict import predict
+from train.evaluate.predict import make_loader, predict
 from train.fit.config import TrainConfig
 from train.fit.finetune import freeze_batchnorm, param_groups, set_backbone_trainable
 from train.fit.novelty_fit import fit_model_novelty, table_to_state
 from train.fit.thresholds import decision_metrics, fit_thresholds
-from train.model.checkpoint import save_checkpoint
+from train.model.checkpoint import read_checkpoint, save_checkpoint, write_checkpoint
 from train.model.loss import LossConfig, mgfen_loss
 from train.model.mgfen import MGFEN, PRESETS
 
@@ -245,7 +245,7 @@ def finish(model: MGFEN, data: Datasets, loaders: Loaders, cfg: TrainConfig, ind
     train split's un-augmented frames; test it; store all three in best.pt (export copies them) and write
     RUN/report.json from `summary`, which gains best_epoch, thresholds, novelty and test."""
     best_path = out / "best.pt"
-    best_state = torch.load(best_path, map_location="cpu", weights_only=False)
+    best_state = read_checkpoint(best_path)
     model.load_state_dict(best_state["state_dict"])
     summary["best_epoch"] = best_state["epoch"]
     positive = positive_index(index.classes)
@@ -256,8 +256,7 @@ def finish(model: MGFEN, data: Datasets, loaders: Loaders, cfg: TrainConfig, ind
     best_state["thresholds"] = dataclasses.asdict(fit.thresholds)
     best_state["threshold_fit"] = fit.to_dict()
     # The `unknown` answer: novelty table from the train split's un-augmented frames (edge_runtime.novelty).
-    plain_train = DataLoader(FrameDataset(index.root, data.train.samples, data.train.preprocess),
-                             batch_size=loaders.eval_batch)
+    plain_train = make_loader(index.root, data.train.samples, data.train.preprocess, loaders.eval_batch)
     novelty = fit_model_novelty(model, plain_train, loaders.val if len(data.val) else None, device, cfg.novelty_rate)
     best_state["novelty"] = table_to_state(novelty)
     summary["novelty"] = novelty.to_dict()
@@ -268,7 +267,5 @@ def finish(model: MGFEN, data: Datasets, loaders: Loaders, cfg: TrainConfig, ind
         summary["test"]["decisions"] = decision_metrics(tp.labels == positive, tp.probs[:, positive], fit.thresholds)
         # Keep the test metrics in best.pt too, so export/the manifest can carry them.
         best_state["metrics"] = {**best_state["metrics"], "test": summary["test"]}
-    tmp = best_path.with_name(best_path.name + ".tmp")
-    torch.save(best_state, tmp)
-    tmp.replace(best_path)
+    write_checkpoint(best_path, best_state)
     write_json(out / "report.json", summary)

@@ -44,6 +44,12 @@ def save_checkpoint(
     }
     if resume_state is not None:
         data["resume"] = resume_state
+    write_checkpoint(path, data)
+
+
+def write_checkpoint(path: str | Path, data: dict) -> None:
+    """torch.save `data` (a checkpoint dict, as save_checkpoint builds and read_checkpoint returns) to
+    `path` through a temporary file, so a crash never leaves half a checkpoint."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(data, tmp)
