@@ -190,3 +190,27 @@ def test_drop_identical_keeps_the_first_copy_and_refuses_contradictions():
     clash = rows + [Entry("o/r", c, "x/9.png", b, "genuine", "g2")]
     with pytest.raises(DataError, match="x/9.png: same bytes as x/3.png"):
         drop_identical(clash)
+
+
+def test_out_of_domain_set_arranges_and_is_not_trainable(tmp_path, repo):
+    """A manifest may label a whole set `unknown` (images for refusal tests, e.g. datasets/textures_dtd10):
+    it arranges into OUT/unknown/, and indexing it for training fails in one line (one class only)."""
+    work, commit, entries, files = repo
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(manifest, [Entry(e.source, e.commit, e.path, e.sha1, "unknown", e.group) for e in entries])
+    summary = arrange(manifest, work, tmp_path / "out")
+    assert summary["images"] == {"unknown": len(entries)}
+    rows = list(csv.DictReader(open(tmp_path / "out" / "manifest.csv", newline="")))
+    assert {r["path"].split("/")[0] for r in rows} == {"unknown"}
+    with pytest.raises(DataError, match="only one class"):
+        index_folder(tmp_path / "out")
+
+
+def test_committed_manifests_read():
+    """Every datasets/*/manifest.csv in the repository passes read_manifest's checks."""
+    from pathlib import Path
+
+    manifests = sorted((Path(__file__).resolve().parents[1] / "datasets").glob("*/manifest.csv"))
+    assert len(manifests) >= 4
+    for m in manifests:
+        assert read_manifest(m)

@@ -6,7 +6,8 @@ A dataset is described by datasets/<name>/manifest.csv with the columns
     commit  40-hex commit the manifest was made at
     path    file path inside that repository
     sha1    SHA-1 of the file's bytes
-    label   genuine | counterfeit (edge_runtime.names.CLASS_NAMES)
+    label   genuine | counterfeit (edge_runtime.names.CLASS_NAMES), or unknown for a set of out-of-domain
+            images (not what a scanner is trained on: textures, other products), used only to measure refusal
     group   the physical item (all shots of one item stay in one split)
 
 `arrange(manifest, repo, out)` reads every listed file from a local copy of the repository (a bare mirror, a
@@ -29,8 +30,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from edge_runtime.names import CLASS_NAMES
+from edge_runtime.novelty import UNKNOWN
 from train.errors import DataError
 
+MANIFEST_LABELS = (*CLASS_NAMES, UNKNOWN)  # unknown: an out-of-domain set, for refusal tests only
 MANIFEST_COLUMNS = ("source", "commit", "path", "sha1", "label", "group")
 # Columns of the arranged OUT/manifest.csv: the project's five, then provenance.
 OUT_COLUMNS = ("path", "split", "label", "group", "background", "source", "commit", "source_path", "sha1")
@@ -81,8 +84,8 @@ def read_manifest(path: str | Path) -> list[Entry]:
                 raise DataError(f"{where}: bad path {e.path!r}")
             if not _HEX40.match(e.sha1):
                 raise DataError(f"{where}: sha1 {e.sha1!r} of {e.path} is not 40 lower-case hex digits")
-            if e.label not in CLASS_NAMES:
-                raise DataError(f"{where}: unknown label {e.label!r} for {e.path} (expected {' or '.join(CLASS_NAMES)})")
+            if e.label not in MANIFEST_LABELS:
+                raise DataError(f"{where}: unknown label {e.label!r} for {e.path} (expected {' or '.join(MANIFEST_LABELS)})")
             if not e.group:
                 raise DataError(f"{where}: empty group for {e.path}")
             entries.append(e)
