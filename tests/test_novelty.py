@@ -225,3 +225,27 @@ def test_eval_ood_reports_refusal_and_false_refusal(trained_bundle, tmp_path):
     assert rep["in_domain"]["n"] > 0 and rep["in_domain"]["rate"] <= 0.25
     bad = CliRunner().invoke(eval_main, [*args, "--ood", str(tmp_path / "missing")])
     assert bad.exit_code != 0 and "no such folder" in bad.output and "Traceback" not in bad.output
+
+
+# -------------------------------------------------------------------------- mgfen-train --novelty-rate
+
+
+def test_train_novelty_rate_reaches_the_config_and_bad_values_are_one_line(tmp_path, monkeypatch):
+    from train.cli.mgfen_train import main as train_main
+    from train.fit import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda cfg: seen.append(cfg) or {"out": cfg.out})
+    args = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert CliRunner().invoke(train_main, args + ["--novelty-rate", "0.1"]).exit_code == 0
+    assert CliRunner().invoke(train_main, args).exit_code == 0
+    assert [c.novelty_rate for c in seen] == [0.1, DEFAULT_TARGET_RATE]
+    help_text = " ".join(CliRunner().invoke(train_main, ["--help"]).output.split())
+    assert f"= 2%) whose novelty score it refuses (edge_runtime/novelty.py). [default: {DEFAULT_TARGET_RATE}]" in help_text
+    for bad in ("2", "0", "-0.1", "0.5"):
+        res = CliRunner().invoke(train_main, args + ["--novelty-rate", bad])
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: --novelty-rate: "), res.output
+        assert "(0, 0.5)" in lines[0] and "Traceback" not in res.output
+    assert len(seen) == 2, "a bad rate is refused before training"
+
