@@ -227,6 +227,52 @@ def test_eval_ood_reports_refusal_and_false_refusal(trained_bundle, tmp_path):
     assert bad.exit_code != 0 and "no such folder" in bad.output and "Traceback" not in bad.output
 
 
+def test_eval_ood_out_writes_the_score_histogram(trained_bundle, tmp_path):
+    import cv2
+
+    from train.cli.mgfen_eval import main as eval_main
+    from train.evaluate.ood_histogram import HISTOGRAM_FILE, OOD_COLOUR, THRESHOLD_COLOUR
+
+    root, _ = trained_bundle
+    (tmp_path / "flat").mkdir()
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / "flat" / f"{i}.png"), np.full((128, 128, 3), 40 * i, np.uint8))
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(eval_main, ["--ckpt", str(root / "run" / "best.pt"), "--data", str(root / "data"),
+                                         "--samples", "0", "--ood", str(tmp_path / "flat"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    picture = out / HISTOGRAM_FILE
+    assert f"novelty score histogram -> {picture}" in res.output
+    rep = json.loads((out / "report.json").read_text())["ood"]  # report.json has the --ood part too
+    hist = rep["histogram"]
+    assert hist["file"] == str(picture) and len(hist["edges"]) == len(hist["ood"]) + 1
+    assert sum(hist["ood"]) == rep["ood"]["n"] == 4 and sum(hist["in_domain"]) == rep["in_domain"]["n"]
+    img = cv2.imread(str(picture))
+    assert img is not None and img.shape[2] == 3
+    colours = {tuple(int(c) for c in px) for px in img.reshape(-1, 3)}
+    assert THRESHOLD_COLOUR in colours and OOD_COLOUR in colours
+
+
+def test_histogram_bins_cover_every_score_and_the_threshold(tmp_path):
+    from train.evaluate.ood_histogram import IN_COLOUR, THRESHOLD_COLOUR, draw, histogram
+
+    own, ood = np.array([0.8, 1.0, 1.1, 1.3]), np.array([40.0, 900.0, 0.0])  # a zero score: first bin
+    hist = histogram(own, ood, threshold=2.0, bins=10)
+    edges = np.array(hist["edges"])
+    assert len(edges) == 11 and np.all(np.diff(edges) > 0) and edges[-1] > 900 and edges[0] < 0.8
+    assert sum(hist["in_domain"]) == 4 and sum(hist["ood"]) == 3 and hist["ood"][0] == 1
+    assert histogram(own, np.zeros(0), 2.0, bins=10)["ood"] == [0] * 10
+    draw(hist, 2.0, tmp_path / "h.png", ("own", "ood"))
+    import cv2
+
+    img = cv2.imread(str(tmp_path / "h.png"))
+    red = np.all(img == THRESHOLD_COLOUR, axis=2)
+    assert red.sum(axis=0).max() > 0.5 * img.shape[0], "the threshold is a full-height line"
+    assert np.all(img == IN_COLOUR, axis=2).any()
+    with pytest.raises(OSError, match="cannot write"):
+        draw(hist, 2.0, tmp_path / "missing" / "h.png")
+
+
 # -------------------------------------------------------------------------- mgfen-train --novelty-rate
 
 
