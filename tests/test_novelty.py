@@ -295,3 +295,55 @@ def test_train_novelty_rate_reaches_the_config_and_bad_values_are_one_line(tmp_p
         assert "(0, 0.5)" in lines[0] and "Traceback" not in res.output
     assert len(seen) == 2, "a bad rate is refused before training"
 
+
+# ---------------------------------------------------------------------------------- INT8 against FP32
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(trained_bundle):
+    """The trained model exported with TensorRT-flavour INT8 files (the real quantiser, 4 calibration images);
+    the export's gate compares the novelty scores on the val split."""
+    from export.bundle import ExportConfig, export_bundle
+
+    root, _ = trained_bundle
+    out = root / "bundle_int8"
+    report = export_bundle(root / "run" / "best.pt", out, ExportConfig(
+        parity_frames=3, int8=True, calib=root / "data", calib_n=4, calib_method="minmax", int8_flavours=("trt",),
+        force=True))
+    return out, report
+
+
+def test_int8_novelty_scores_agree_with_fp32_within_the_tolerance(trained_bundle, int8_bundle):
+    """The gate's novelty numbers for the TensorRT flavour, recomputed here from each graph's own pooled
+    features; and frames unlike the training set are unknown in both precisions."""
+    from calibration.accuracy import OrtPipeline, PipelineParams
+    from calibration.verdict_gate import NOVELTY_TOLERANCE
+    from edge_runtime.preprocess import load_frame, prepare_frame
+
+    root, _ = trained_bundle
+    out, report = int8_bundle
+    gate = report["int8"]["gate"]
+    nov = gate["flavours"]["trt"]["novelty"]
+    assert nov["within_tolerance"] and nov["abs_dscore_rel"]["p99"] <= NOVELTY_TOLERANCE == nov["tolerance"]
+    assert nov["unknown_agreement"] == 1.0 and nov["unknown_changed"] == 0
+    man = load_bundle(out).manifest
+    table = load_table(out / names.NOVELTY_FILE)
+    params = PipelineParams(man.preprocess, man.global_weight, man.use_parts, man.positive_index)
+    fp32 = OrtPipeline(out / names.model_file("global"), out / names.model_file("parts"), params)
+    int8 = OrtPipeline(out / names.model_file("global", "int8", "trt"), out / names.model_file("parts", "int8", "trt"),
+                       params, simulate_qdq=True)
+
+    def scores(frames):
+        return (table.score(np.stack([fp32.run_frame(f).features for f in frames])),
+                table.score(np.stack([int8.run_frame(f).features for f in frames])))
+
+    val = [load_frame(root / "data" / "val" / p, man.preprocess) for p in gate["images"]["paths"]]
+    s32, s8 = scores(val)
+    rel = np.abs(s8 - s32) / table.threshold
+    assert nov["abs_dscore_rel"]["max"] == pytest.approx(rel.max(), abs=1e-5) and rel.max() > 0
+    assert nov["fp32_unknown"] == int(np.sum(s32 > table.threshold))
+    rng = np.random.default_rng(5)
+    odd = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(3)]
+    odd += [np.full((128, 128, 3), rng.integers(0, 256, 3), np.uint8) for _ in range(3)]
+    o32, o8 = scores([prepare_frame(f, man.preprocess) for f in odd])
+    assert np.all(o32 > table.threshold) and np.all(o8 > table.threshold)
