@@ -1,7 +1,8 @@
 """The `unknown` answer (issue 19): the novelty score on known Gaussian data, a tiny trained model that
-refuses noise, flat colour and another generator's frames through its exported bundle, the runtime on
-a bundle without a novelty table, the session vote with unknown frames, the scanner's summary and the
-audit log."""
+refuses noise, flat colour and another generator's frames through its exported bundle, the bench's novelty
+stage, the runtime on a bundle without a novelty table, the session vote with unknown frames, the scanner's
+summary and the audit log, `mgfen-eval --ood` and its histogram, `mgfen-train --novelty-rate`, and INT8
+novelty scores against FP32 in the export's gate."""
 
 from __future__ import annotations
 
@@ -124,8 +125,21 @@ def test_trained_model_refuses_noise_flat_and_another_generator(trained_bundle):
             decisions = [runner.run_frame(f).decision for f in group]
             assert decisions.count(UNKNOWN) >= 7, (name, decisions)
         own = [runner.run_frame(cv2.imread(str(p))) for p in list_images(root / "data" / "train")]
-    assert all(r.novelty is not None for r in own)
+    assert all(r.novelty is not None and r.timings_ms["novelty"] > 0 for r in own)
     assert sum(r.decision == UNKNOWN for r in own) <= 0.1 * len(own)
+
+
+def test_bench_has_a_novelty_stage_column(trained_bundle, tmp_path):
+    from edge_runtime.bench import BenchConfig, format_table, run_bench
+
+    root, _ = trained_bundle
+    (row,) = run_bench(load_bundle(root / "bundle"), ["ort"], ["fp32"], BenchConfig(frames=3, warmup=1, threads=1))
+    assert row.status == "ran" and row.stats["novelty"]["min"] > 0
+    head = format_table([row]).splitlines()[0].split()
+    assert head[head.index("vote") + 1] == "novelty"
+    (plain,) = run_bench(load_bundle(make_fake_bundle(tmp_path / "b")), ["ort"], ["fp32"],
+                         BenchConfig(frames=2, warmup=0, threads=1))
+    assert plain.stats["novelty"]["p99"] == 0.0 and plain.stats["vote"]["min"] > 0  # no table: nothing to score
 
 
 # ------------------------------------------------------------------------- without a novelty table
@@ -137,6 +151,7 @@ def test_bundle_without_table_runs_as_before_and_says_so_once(tmp_path):
         assert runner.novelty is None and runner.notices == [NO_NOVELTY]
         red, blue = runner.run_frame(make_image("red")), runner.run_frame(make_image("blue"))
     assert (red.decision, blue.decision) == ("genuine", "counterfeit") and red.novelty is None
+    assert red.timings_ms["novelty"] == 0.0 and red.timings_ms["vote"] > 0
     (tmp_path / "img").mkdir()
     import cv2
 
