@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import onnxruntime as ort
@@ -52,12 +53,14 @@ class PipelineParams:
 
 @dataclass(frozen=True)
 class FrameResult:
-    """One frame through the pipeline: final logits [C], P(positive), boxes [K,4], box scores [K]."""
+    """One frame through the pipeline: final logits [C], P(positive), boxes [K,4], box scores [K], and the
+    pooled global features [D] float32 the novelty score reads (None when the graph has no such output)."""
 
     logits: np.ndarray
     probability: float
     boxes: np.ndarray
     box_scores: np.ndarray
+    features: Optional[np.ndarray] = None
 
 
 class OrtPipeline:
@@ -68,20 +71,24 @@ class OrtPipeline:
         self.params = params
         self.global_session = make_session(global_path, threads, simulate_qdq)
         self.parts_session = make_session(parts_path, threads, simulate_qdq) if params.use_parts else None
+        outputs = [names.GLOBAL_LOGITS, names.BOXES, names.BOX_SCORES]
+        if names.GLOBAL_FEATURES in {o.name for o in self.global_session.get_outputs()}:
+            outputs.append(names.GLOBAL_FEATURES)  # bundles exported before the novelty score have none
+        self._global_outputs = outputs
 
     def run_frame(self, frame: np.ndarray) -> FrameResult:
         """frame: F x F x 3 uint8 RGB (edge_runtime.preprocess.prepare_frame output)."""
         p = self.params
-        g_logits, boxes, scores = self.global_session.run(
-            [names.GLOBAL_LOGITS, names.BOXES, names.BOX_SCORES],
-            {names.GLOBAL_INPUT: global_input(frame, p.preprocess)})
+        out = self.global_session.run(self._global_outputs, {names.GLOBAL_INPUT: global_input(frame, p.preprocess)})
+        g_logits, boxes, scores = out[:3]
+        features = np.asarray(out[3]).reshape(-1) if len(out) > 3 else None
         part_logits = None
         if self.parts_session is not None:
             crops = crop_rois(frame, boxes[0], p.preprocess.crop_size)
             (part_logits,) = self.parts_session.run([names.PART_LOGITS], {names.PARTS_INPUT: crops})
         logits = vote_logits(g_logits[0], part_logits, scores[0], p.global_weight, p.use_parts)
         prob = float(softmax(np.asarray(logits, np.float32))[p.positive_index])
-        return FrameResult(np.asarray(logits), prob, boxes[0], scores[0])
+        return FrameResult(np.asarray(logits), prob, boxes[0], scores[0], features)
 
 
 def labelled_images(folder: str | Path, classes: tuple[str, ...] = names.CLASS_NAMES) -> list[tuple[Path, int]]:

@@ -5,8 +5,14 @@ OrtPipeline; the TensorRT flavour Q/DQ simulated, as TensorRT computes it) and t
 scanner's own rule, edge_runtime.roi.Thresholds.decide. Per flavour: verdict agreement with FP32, accuracy
 (the verdict equals the label; uncertain counts as wrong, as the scanner's summary counts it), its drop
 against FP32's in points, argmax accuracy (as the gate before this one measured), and |dP| and |d log-odds|
-of P(counterfeit) at p50 / p99 / max. A flavour passes when agreement >= min_agreement and the drop <=
-max_drop_points. The record (edge_runtime.bundle.int8_gate) goes into the manifest.
+of P(counterfeit) at p50 / p99 / max. With the bundle's novelty table (edge_runtime.novelty) each
+flavour's own global_features output is scored too, and a frame above the table's threshold is
+`unknown`, as the scanner decides it: a frame unknown in FP32 but not in INT8 (or the other way) is a
+changed verdict, and unknown counts as wrong in the accuracy, as uncertain does. The `novelty` numbers:
+|d score| / threshold at p50 / p99 / max, whether its p99 is within NOVELTY_TOLERANCE (reported, not
+gated: the unknown decisions are), and the agreement of the unknown decision. A flavour passes when
+agreement >= min_agreement and the drop <= max_drop_points. The record (edge_runtime.bundle.int8_gate)
+goes into the manifest.
 """
 
 from __future__ import annotations
@@ -21,8 +27,13 @@ import numpy as np
 from calibration import CalibrationError
 from edge_runtime.bundle.int8_gate import FAILED_FORCED, MAX_DROP_POINTS, MIN_AGREEMENT, PASSED, UNVERIFIED
 from edge_runtime.bundle.manifest import sha256_file
+from edge_runtime.novelty import UNKNOWN, NoveltyTable
 from edge_runtime.preprocess import PreprocessConfig, load_frame
 from edge_runtime.roi import Thresholds
+
+# |d score| / threshold (p99) within which an INT8 flavour's novelty score counts as FP32's: a frame this
+# close to the threshold may change its unknown decision, which the verdict agreement then counts
+NOVELTY_TOLERANCE = 0.1
 
 if TYPE_CHECKING:  # calibration.accuracy imports onnxruntime; mgfen-export reads the defaults below without it
     from calibration.accuracy import OrtPipeline
@@ -48,11 +59,13 @@ class GateCriteria:
 @dataclass(frozen=True)
 class Scores:
     """One pipeline on N images: probs [N] float64 P(positive), log_odds [N] float64 log P/(1-P) from the
-    final logits (exact, no clipping), argmax [N] int64 class index."""
+    final logits (exact, no clipping), argmax [N] int64 class index, novelty [N] float64 novelty scores
+    of the pipeline's own pooled features (None without a novelty table)."""
 
     probs: np.ndarray
     log_odds: np.ndarray
     argmax: np.ndarray
+    novelty: np.ndarray | None = None
 
 
 def positive_log_odds(logits: np.ndarray, positive: int) -> float:
@@ -64,11 +77,13 @@ def positive_log_odds(logits: np.ndarray, positive: int) -> float:
 
 
 def score_images(pipelines: dict[str, OrtPipeline], paths: list[Path], cfg: PreprocessConfig,
-                 positive: int) -> dict[str, Scores]:
-    """Run every pipeline on the same frames (load_frame of each path, in order)."""
+                 positive: int, novelty: NoveltyTable | None = None) -> dict[str, Scores]:
+    """Run every pipeline on the same frames (load_frame of each path, in order). With `novelty`, each
+    pipeline's global_features are scored with it (CalibrationError when a graph lacks them)."""
     probs: dict[str, list[float]] = {k: [] for k in pipelines}
     odds: dict[str, list[float]] = {k: [] for k in pipelines}
     top: dict[str, list[int]] = {k: [] for k in pipelines}
+    feats: dict[str, list[np.ndarray]] = {k: [] for k in pipelines}
     for path in paths:
         frame = load_frame(path, cfg)
         for key, pipe in pipelines.items():
@@ -76,7 +91,14 @@ def score_images(pipelines: dict[str, OrtPipeline], paths: list[Path], cfg: Prep
             probs[key].append(res.probability)
             odds[key].append(positive_log_odds(res.logits, positive))
             top[key].append(int(np.argmax(res.logits)))
-    return {k: Scores(np.array(probs[k], np.float64), np.array(odds[k], np.float64), np.array(top[k], np.int64))
+            if novelty is not None:
+                if res.features is None or res.features.size != novelty.dim:
+                    got = "none" if res.features is None else res.features.size
+                    raise CalibrationError(f"{key} global graph gives {got} pooled features; the novelty table "
+                                           f"scores {novelty.dim}")
+                feats[key].append(res.features)
+    return {k: Scores(np.array(probs[k], np.float64), np.array(odds[k], np.float64), np.array(top[k], np.int64),
+                      novelty.score(np.stack(feats[k])) if novelty is not None and feats[k] else None)
             for k in pipelines}
 
 
@@ -85,11 +107,31 @@ def _spread(values: np.ndarray) -> dict:
             "max": round(float(values.max()), 6)}
 
 
+def novelty_numbers(ref: np.ndarray, other: np.ndarray, threshold: float) -> dict:
+    """ref, other [N] float novelty scores (FP32, INT8) -> the flavour's `novelty` record: the threshold,
+    |d score| / threshold at p50 / p99 / max (abs_dscore_rel), the agreement of the unknown decision
+    (score > threshold), how many frames changed it, and how many each precision calls unknown."""
+    u_ref, u_other = ref > threshold, other > threshold
+    rel = _spread(np.abs(other - ref) / max(abs(float(threshold)), 1e-12))
+    return {"threshold": round(float(threshold), 6), "abs_dscore_rel": rel, "tolerance": NOVELTY_TOLERANCE,
+            "within_tolerance": bool(rel["p99"] <= NOVELTY_TOLERANCE),
+            "unknown_agreement": round(float(np.mean(u_ref == u_other)), 6),
+            "unknown_changed": int(np.sum(u_ref != u_other)),
+            "fp32_unknown": int(np.sum(u_ref)), "unknown": int(np.sum(u_other))}
+
+
 def compare_verdicts(ref: Scores, other: Scores, labels: np.ndarray, thresholds: Thresholds,
-                     positive: int) -> dict:
-    """The numbers of one INT8 flavour (`other`) against FP32 (`ref`); labels [N] int class indices."""
+                     positive: int, novelty_threshold: float | None = None) -> dict:
+    """The numbers of one INT8 flavour (`other`) against FP32 (`ref`); labels [N] int class indices.
+    With `novelty_threshold` and both Scores' novelty, a frame scoring above it is `unknown` (verdicts,
+    agreement and accuracy) and the record's `novelty` has novelty_numbers; else `novelty` is None."""
+    scored = novelty_threshold is not None and ref.novelty is not None and other.novelty is not None
+
     def verdicts(scores: Scores) -> np.ndarray:
-        return np.array([thresholds.decide(float(p)) for p in scores.probs])
+        v = np.array([thresholds.decide(float(p)) for p in scores.probs], dtype=object)
+        if scored:
+            v[scores.novelty > novelty_threshold] = UNKNOWN
+        return v
 
     truth = np.where(labels == positive, "counterfeit", "genuine")
     v_ref, v_other = verdicts(ref), verdicts(other)
@@ -101,18 +143,31 @@ def compare_verdicts(ref: Scores, other: Scores, labels: np.ndarray, thresholds:
             "drop_points": round(100.0 * (acc_ref - acc), 4),
             "argmax_accuracy": round(arg, 6), "argmax_drop_points": round(100.0 * (arg_ref - arg), 4),
             "abs_dp": _spread(np.abs(other.probs - ref.probs)),
-            "abs_dlogodds": _spread(np.abs(other.log_odds - ref.log_odds))}
+            "abs_dlogodds": _spread(np.abs(other.log_odds - ref.log_odds)),
+            "novelty": novelty_numbers(ref.novelty, other.novelty, novelty_threshold) if scored else None}
 
 
 def judge(numbers: dict, criteria: GateCriteria) -> str | None:
     """None when the numbers pass the criteria, else one line saying what failed."""
     failed = []
     if numbers["agreement"] < criteria.min_agreement:
+        unknown = (numbers.get("novelty") or {}).get("unknown_changed", 0)
         failed.append(f"verdicts equal FP32's on {100 * numbers['agreement']:.1f}% of {numbers['n']} val images "
-                      f"(< {100 * criteria.min_agreement:g}%)")
+                      f"(< {100 * criteria.min_agreement:g}%)"
+                      + (f", {unknown} of them unknown in one precision only" if unknown else ""))
     if numbers["drop_points"] > criteria.max_drop_points:
         failed.append(f"accuracy drop {numbers['drop_points']:.2f} points (> {criteria.max_drop_points:g})")
     return "; ".join(failed) or None
+
+
+def _novelty_summary(nov: dict | None) -> str:
+    if nov is None:
+        return ""
+    d = nov["abs_dscore_rel"]
+    within = "within" if nov["within_tolerance"] else "beyond"
+    return (f", novelty |d score|/threshold p50 {d['p50']:.2g} p99 {d['p99']:.2g} max {d['max']:.2g} ({within} "
+            f"{nov['tolerance']:g}), unknown {100 * nov['unknown_agreement']:.1f}% equal ({nov['unknown']} vs "
+            f"FP32's {nov['fp32_unknown']})")
 
 
 def images_record(folder: Path, paths: list[Path]) -> dict:
@@ -142,9 +197,10 @@ class GateResult:
 
 def run_gate(fp32: OrtPipeline, int8: dict[str, OrtPipeline], folder: Path, cfg: PreprocessConfig,
              classes: tuple[str, ...], thresholds: Thresholds, positive: int, criteria: GateCriteria,
-             force: bool, limit: int | None = None) -> GateResult:
+             force: bool, limit: int | None = None, novelty: NoveltyTable | None = None) -> GateResult:
     """Gate every INT8 flavour ({flavour: pipeline}) against `fp32` on the labelled images of `folder`
     (`limit`: at most that many, evenly spaced over the sorted list, so both classes stay represented).
+    With the bundle's `novelty` table the unknown decision is part of each verdict (module docstring).
     A failing flavour is `failed-forced` with `force`; without it the result's `failure` says why."""
     from calibration.accuracy import labelled_images
 
@@ -153,10 +209,11 @@ def run_gate(fp32: OrtPipeline, int8: dict[str, OrtPipeline], folder: Path, cfg:
         items = [items[(i * len(items)) // limit] for i in range(limit)]
     paths = [p for p, _ in items]
     labels = np.array([label for _, label in items], np.int64)
-    scores = score_images({"fp32": fp32, **int8}, paths, cfg, positive)
+    scores = score_images({"fp32": fp32, **int8}, paths, cfg, positive, novelty)
     flavours, summary, failures = {}, [], []
     for flavour in int8:
-        numbers = compare_verdicts(scores["fp32"], scores[flavour], labels, thresholds, positive)
+        numbers = compare_verdicts(scores["fp32"], scores[flavour], labels, thresholds, positive,
+                                   novelty.threshold if novelty is not None else None)
         why = judge(numbers, criteria)
         numbers["status"] = PASSED if why is None else FAILED_FORCED if force else "failed"  # failed: no bundle
         if why is not None:
@@ -167,7 +224,8 @@ def run_gate(fp32: OrtPipeline, int8: dict[str, OrtPipeline], folder: Path, cfg:
                        f"{thresholds.counterfeit_at:g}: verdicts {100 * numbers['agreement']:.1f}% equal FP32's, "
                        f"accuracy {100 * numbers['accuracy']:.1f}% (drop {numbers['drop_points']:+.2f} pts), "
                        f"|dP| p50 {numbers['abs_dp']['p50']:.2g} p99 {numbers['abs_dp']['p99']:.2g} "
-                       f"max {numbers['abs_dp']['max']:.2g} -> {'PASS' if why is None else 'FAIL'}")
+                       f"max {numbers['abs_dp']['max']:.2g}{_novelty_summary(numbers['novelty'])} -> "
+                       f"{'PASS' if why is None else 'FAIL'}")
     record = {"criteria": criteria.to_dict(), "images": images_record(Path(folder), paths), "flavours": flavours}
     failure = "; ".join(failures) if failures and not force else None
     return GateResult(record, failure, summary)

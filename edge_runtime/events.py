@@ -10,7 +10,7 @@ Every event is a flat JSON object (one line in JSON Lines) with the common keys
 and per type (FIELDS below):
     frame    probability, decision ("genuine" | "counterfeit" | "uncertain" | "unknown"), novelty (score,
              null for a bundle without a novelty table), boxes [[x1,y1,x2,y2], ...] in source-frame pixels, box_scores,
-             timings_ms {capture, gate, preprocess, global, crop, parts, vote, total}, quality
+             timings_ms {capture, gate, preprocess, global, crop, parts, vote, novelty, total}, quality
              {focus, brightness, clipped}, item (file name or null)
     verdict  verdict "genuine" | "counterfeit" | "uncertain" | "unknown", probability, frames_used, reason
              (why the session ended), item, evidence (path of the saved evidence JPEG or null)
@@ -38,7 +38,7 @@ FIELDS = {
     "retake": ("reason", "quality", "item"),
     "error": ("message", "where"),
 }
-TIMING_KEYS = ("capture", "gate", "preprocess", "global", "crop", "parts", "vote", "total")
+TIMING_KEYS = ("capture", "gate", "preprocess", "global", "crop", "parts", "vote", "novelty", "total")
 VERDICTS = ("genuine", "counterfeit", "uncertain", UNKNOWN)
 WHERE = ("source", "gate", "model", "session", "audit", "sink", "scanner")
 

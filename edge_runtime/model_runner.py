@@ -10,9 +10,10 @@ Stages (all maths lives in preprocess.py and roi.py; this module only sequences 
     global      global graph -> global_logits [1,C], heatmap [1,1,h,w], boxes [1,K,4], box_scores [1,K]
     crop        crop_rois(frame, boxes[0], R) -> K x 3 x R x R float32 (from the full-res F x F frame)
     parts       parts graph -> part_logits [K,C]
-    vote        vote_logits -> softmax -> P(counterfeit) -> Thresholds.decide; with the bundle's novelty
-                table (edge_runtime.novelty) the score of global_features [1,D] first: above its threshold
-                the decision is "unknown" (not what this scanner was trained on)
+    vote        vote_logits -> softmax -> P(counterfeit) -> Thresholds.decide
+    novelty     with the bundle's novelty table (edge_runtime.novelty): the score of global_features
+                [1,D]; above its threshold the decision is "unknown" (not what this scanner was trained
+                on). 0 ms without a table.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from edge_runtime.novelty import UNKNOWN, NoveltyTable, load_table
 from edge_runtime.preprocess import global_input, prepare_frame, to_bgr8
 from edge_runtime.roi import crop_rois, softmax, vote_logits
 
-STAGES = ("preprocess", "global", "crop", "parts", "vote")
+STAGES = ("preprocess", "global", "crop", "parts", "vote", "novelty")
 
 
 @dataclass
@@ -148,7 +149,7 @@ class ModelRunner:
         return self.run_prepared(self.prepare(frame_bgr))
 
     def run_prepared(self, prepared: PreparedFrame) -> FrameResult:
-        """The graph stages (global, crop, parts, vote) on a prepared frame; timings include its
+        """The graph stages (global, crop, parts, vote, novelty) on a prepared frame; timings include its
         preprocess_ms."""
         frame, x = prepared.frame, prepared.x
         t1 = time.perf_counter()
@@ -171,6 +172,7 @@ class ModelRunner:
         probs = softmax(np.asarray(logits, dtype=np.float32))
         p = float(probs[self.positive])
         decision = self.thresholds.decide(p)
+        t5 = t6 = time.perf_counter()  # no table: the novelty stage is 0 ms
         novelty = None
         if self.novelty is not None:
             features = g[names.GLOBAL_FEATURES]
@@ -180,9 +182,9 @@ class ModelRunner:
             novelty = self.novelty.score(features.reshape(-1))
             if self.novelty.is_unknown(novelty):
                 decision = UNKNOWN
-        t5 = time.perf_counter()
+            t6 = time.perf_counter()
         timings = {"preprocess": prepared.preprocess_ms, "global": (t2 - t1) * 1e3, "crop": (t3 - t2) * 1e3,
-                   "parts": (t4 - t3) * 1e3, "vote": (t5 - t4) * 1e3}
+                   "parts": (t4 - t3) * 1e3, "vote": (t5 - t4) * 1e3, "novelty": (t6 - t5) * 1e3}
         return FrameResult(p, decision, probs, boxes[0], box_scores, g[names.HEATMAP][0, 0], timings,
                            prepared.source_shape, novelty)
 

@@ -32,7 +32,8 @@ import numpy as np
 
 from edge_runtime.errors import BundleError
 
-DEFAULT_TARGET_RATE = 0.02  # in-domain frames the threshold refuses (false refusal)
+DEFAULT_TARGET_RATE = 0.02  # in-domain frames the threshold refuses (false refusal); mgfen-train --novelty-rate
+MAX_TARGET_RATE = 0.5  # a threshold refusing more than half of the scanner's own items is no threshold
 UNKNOWN = "unknown"  # the fourth answer: not what this scanner was trained on
 FOLDS = 5
 MIN_FIT = 2  # fewest images a fit needs
@@ -130,8 +131,10 @@ def heldout_scores(x: np.ndarray, folds: int = FOLDS) -> np.ndarray:
 
 
 def check_rate(target_rate: float) -> None:
-    if not 0.0 < target_rate < 0.5:
-        raise ValueError(f"novelty target rate must be in (0, 0.5), got {target_rate}")
+    """ValueError (one line) unless 0 < target_rate < MAX_TARGET_RATE."""
+    if not 0.0 < target_rate < MAX_TARGET_RATE:
+        raise ValueError(f"novelty target rate must be in (0, {MAX_TARGET_RATE:g}), a fraction of in-domain frames "
+                         f"(0.02 = 2%); got {target_rate:g}")
 
 
 def fit_novelty(train_feats: np.ndarray, val_feats: np.ndarray | None,

@@ -40,7 +40,7 @@ from edge_runtime import __version__, names
 from edge_runtime.bundle.int8_gate import MAX_DROP_POINTS, MIN_AGREEMENT
 from edge_runtime.bundle.manifest import FileEntry, Manifest, sha256_file, write_manifest
 from edge_runtime.errors import ImageError
-from edge_runtime.novelty import save_table
+from edge_runtime.novelty import NoveltyTable, save_table
 from edge_runtime.preprocess import list_images, read_image
 from edge_runtime.roi import Thresholds
 from export import ExportError
@@ -235,9 +235,11 @@ def quantize_bundle(out: Path, calib: CalibrationSet, method: str, cfg, flavours
 
 
 def gate_int8(out: Path, params: PipelineParams, fp32: OrtPipeline, val: Path | None, cfg, classes: tuple[str, ...],
-              thresholds: Thresholds, config: ExportConfig, report: dict, log: Callable[[str], None]) -> GateResult:
+              thresholds: Thresholds, config: ExportConfig, report: dict, log: Callable[[str], None],
+              novelty: NoveltyTable | None = None) -> GateResult:
     """The verdict gate (calibration.verdict_gate) of every INT8 flavour in `out` on `val`, or the
-    `unverified` record without a val folder; fills report["gate"] and logs one line per flavour."""
+    `unverified` record without a val folder; fills report["gate"] and logs one line per flavour. With
+    the bundle's `novelty` table each flavour's novelty score and unknown decision are compared too."""
     criteria = config.gate_criteria()
     if val is None:
         reason = "no labelled val split (--val DIR or a dataset root's val/): INT8 verdicts not compared with FP32"
@@ -248,7 +250,7 @@ def gate_int8(out: Path, params: PipelineParams, fp32: OrtPipeline, val: Path | 
                                params, simulate_qdq=f == "trt")  # trt: as TensorRT computes it (calibration.accuracy)
                 for f in config.int8_flavours}
         result = run_gate(fp32, int8, val, cfg, classes, thresholds, params.positive_index, criteria, config.force,
-                          config.val_limit)
+                          config.val_limit, novelty)
         for line in result.summary:
             log(line)
         if config.force and any(e["status"] != "passed" for e in result.record["flavours"].values()):
@@ -337,6 +339,7 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
 
     thresholds = Thresholds(**info["thresholds"]) if info.get("thresholds") else Thresholds()
     files = {names.model_file(g): FileEntry(g, "fp32", "") for g in names.GRAPHS}
+    table = None
     if info.get("novelty"):  # checkpoints from before the `unknown` answer have none
         from train.fit.novelty_fit import table_from_state
 
@@ -361,7 +364,7 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
                 files[names.model_file(g, "int8", flavour)] = FileEntry(g, "int8", "", flavour)
         calibration = calib.to_manifest(config.calib_method)
         calibration["samples"] = write_samples(out, calib, cfg)
-        int8_gate = gate_int8(out, params, fp32, val, cfg, classes, thresholds, config, report["int8"], log)
+        int8_gate = gate_int8(out, params, fp32, val, cfg, classes, thresholds, config, report["int8"], log, table)
         if int8_gate.failure is not None:
             fail(Int8DropError(f"INT8 gate failed: {int8_gate.failure}; report in {failed_report}; "
                                "use --force to keep it"))

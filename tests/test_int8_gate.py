@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from calibration.verdict_gate import GateCriteria, Scores, compare_verdicts, judge, positive_log_odds
+from calibration.verdict_gate import (NOVELTY_TOLERANCE, GateCriteria, Scores, compare_verdicts, judge,
+                                     positive_log_odds)
 from edge_runtime import names
 from edge_runtime.bundle.manifest import MANIFEST_FILE, load_bundle
 from edge_runtime.cli.bench_cli import main as bench_main
@@ -27,9 +28,10 @@ from fake_bundle import make_fake_bundle, make_image
 TH = Thresholds(0.3, 0.7)
 
 
-def scores(probs) -> Scores:
+def scores(probs, novelty=None) -> Scores:
     p = np.asarray(probs, np.float64)
-    return Scores(p, np.log(p / (1 - p)), (p >= 0.5).astype(np.int64))
+    return Scores(p, np.log(p / (1 - p)), (p >= 0.5).astype(np.int64),
+                  None if novelty is None else np.asarray(novelty, np.float64))
 
 
 def test_verdict_numbers_count_changed_verdicts_at_the_thresholds():
@@ -52,6 +54,34 @@ def test_verdict_numbers_count_changed_verdicts_at_the_thresholds():
     two = compare_verdicts(ref, scores([0.1] * 48 + [0.5, 0.5] + [0.9] * 50), labels, TH, 1)
     assert judge(two, GateCriteria(max_drop_points=5)).startswith("verdicts equal FP32's on 98.0% of 100")
     assert judge(two, GateCriteria(min_agreement=0.98, max_drop_points=5)) is None
+
+
+def test_unknown_decisions_count_in_the_verdict_agreement():
+    """100 genuine images, all P 0.1; novelty threshold 2.0. FP32 scores two of them above it (unknown). The
+    INT8 scores move every frame by 0.04 (2% of the threshold) and one unknown frame to 1.9: that frame's
+    verdict changed (unknown -> genuine), although its probability did not move."""
+    labels = np.zeros(100, np.int64)
+    fp32_scores = np.array([1.0] * 98 + [3.0, 3.0])
+    int8_scores = fp32_scores + 0.04
+    int8_scores[98] = 1.9
+    ref, other = scores([0.1] * 100, fp32_scores), scores([0.1] * 100, int8_scores)
+    n = compare_verdicts(ref, other, labels, TH, 1, novelty_threshold=2.0)
+    assert n["agreement"] == 0.99 and n["verdicts_changed"] == 1 and n["abs_dp"]["max"] == 0.0
+    assert n["fp32_accuracy"] == 0.98 and n["accuracy"] == 0.99  # unknown counts as not deciding the label
+    nov = n["novelty"]
+    assert nov["threshold"] == 2.0 and nov["unknown_changed"] == 1 and nov["unknown_agreement"] == 0.99
+    assert (nov["fp32_unknown"], nov["unknown"]) == (2, 1)
+    assert nov["abs_dscore_rel"]["p50"] == pytest.approx(0.02) and nov["abs_dscore_rel"]["max"] == pytest.approx(0.55)
+    # one frame in 100 is past the p99: the scores agree within the tolerance, the changed verdict still counts
+    assert nov["abs_dscore_rel"]["p99"] < NOVELTY_TOLERANCE and nov["within_tolerance"] is True
+    assert judge(n, GateCriteria(min_agreement=1.0, max_drop_points=5)) == (
+        "verdicts equal FP32's on 99.0% of 100 val images (< 100%), 1 of them unknown in one precision only")
+    far = compare_verdicts(ref, scores([0.1] * 100, fp32_scores + 0.3), labels, TH, 1, novelty_threshold=2.0)
+    assert far["agreement"] == 1.0 and far["novelty"]["abs_dscore_rel"]["p50"] == pytest.approx(0.15)
+    assert far["novelty"]["tolerance"] == NOVELTY_TOLERANCE and far["novelty"]["within_tolerance"] is False
+    # without a novelty table (or scores) the record says so and only the probabilities decide
+    plain = compare_verdicts(ref, other, labels, TH, 1)
+    assert plain["novelty"] is None and plain["agreement"] == 1.0 and plain["fp32_accuracy"] == 1.0
 
 
 def test_log_odds_come_from_the_logits():

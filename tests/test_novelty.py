@@ -1,7 +1,8 @@
 """The `unknown` answer (issue 19): the novelty score on known Gaussian data, a tiny trained model that
-refuses noise, flat colour and another generator's frames through its exported bundle, the runtime on
-a bundle without a novelty table, the session vote with unknown frames, the scanner's summary and the
-audit log."""
+refuses noise, flat colour and another generator's frames through its exported bundle, the bench's novelty
+stage, the runtime on a bundle without a novelty table, the session vote with unknown frames, the scanner's
+summary and the audit log, `mgfen-eval --ood` and its histogram, `mgfen-train --novelty-rate`, and INT8
+novelty scores against FP32 in the export's gate."""
 
 from __future__ import annotations
 
@@ -124,8 +125,21 @@ def test_trained_model_refuses_noise_flat_and_another_generator(trained_bundle):
             decisions = [runner.run_frame(f).decision for f in group]
             assert decisions.count(UNKNOWN) >= 7, (name, decisions)
         own = [runner.run_frame(cv2.imread(str(p))) for p in list_images(root / "data" / "train")]
-    assert all(r.novelty is not None for r in own)
+    assert all(r.novelty is not None and r.timings_ms["novelty"] > 0 for r in own)
     assert sum(r.decision == UNKNOWN for r in own) <= 0.1 * len(own)
+
+
+def test_bench_has_a_novelty_stage_column(trained_bundle, tmp_path):
+    from edge_runtime.bench import BenchConfig, format_table, run_bench
+
+    root, _ = trained_bundle
+    (row,) = run_bench(load_bundle(root / "bundle"), ["ort"], ["fp32"], BenchConfig(frames=3, warmup=1, threads=1))
+    assert row.status == "ran" and row.stats["novelty"]["min"] > 0
+    head = format_table([row]).splitlines()[0].split()
+    assert head[head.index("vote") + 1] == "novelty"
+    (plain,) = run_bench(load_bundle(make_fake_bundle(tmp_path / "b")), ["ort"], ["fp32"],
+                         BenchConfig(frames=2, warmup=0, threads=1))
+    assert plain.stats["novelty"]["p99"] == 0.0 and plain.stats["vote"]["min"] > 0  # no table: nothing to score
 
 
 # ------------------------------------------------------------------------- without a novelty table
@@ -137,6 +151,7 @@ def test_bundle_without_table_runs_as_before_and_says_so_once(tmp_path):
         assert runner.novelty is None and runner.notices == [NO_NOVELTY]
         red, blue = runner.run_frame(make_image("red")), runner.run_frame(make_image("blue"))
     assert (red.decision, blue.decision) == ("genuine", "counterfeit") and red.novelty is None
+    assert red.timings_ms["novelty"] == 0.0 and red.timings_ms["vote"] > 0
     (tmp_path / "img").mkdir()
     import cv2
 
@@ -225,3 +240,125 @@ def test_eval_ood_reports_refusal_and_false_refusal(trained_bundle, tmp_path):
     assert rep["in_domain"]["n"] > 0 and rep["in_domain"]["rate"] <= 0.25
     bad = CliRunner().invoke(eval_main, [*args, "--ood", str(tmp_path / "missing")])
     assert bad.exit_code != 0 and "no such folder" in bad.output and "Traceback" not in bad.output
+
+
+def test_eval_ood_out_writes_the_score_histogram(trained_bundle, tmp_path):
+    import cv2
+
+    from train.cli.mgfen_eval import main as eval_main
+    from train.evaluate.ood_histogram import HISTOGRAM_FILE, OOD_COLOUR, THRESHOLD_COLOUR
+
+    root, _ = trained_bundle
+    (tmp_path / "flat").mkdir()
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / "flat" / f"{i}.png"), np.full((128, 128, 3), 40 * i, np.uint8))
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(eval_main, ["--ckpt", str(root / "run" / "best.pt"), "--data", str(root / "data"),
+                                         "--samples", "0", "--ood", str(tmp_path / "flat"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    picture = out / HISTOGRAM_FILE
+    assert f"novelty score histogram -> {picture}" in res.output
+    rep = json.loads((out / "report.json").read_text())["ood"]  # report.json has the --ood part too
+    hist = rep["histogram"]
+    assert hist["file"] == str(picture) and len(hist["edges"]) == len(hist["ood"]) + 1
+    assert sum(hist["ood"]) == rep["ood"]["n"] == 4 and sum(hist["in_domain"]) == rep["in_domain"]["n"]
+    img = cv2.imread(str(picture))
+    assert img is not None and img.shape[2] == 3
+    colours = {tuple(int(c) for c in px) for px in img.reshape(-1, 3)}
+    assert THRESHOLD_COLOUR in colours and OOD_COLOUR in colours
+
+
+def test_histogram_bins_cover_every_score_and_the_threshold(tmp_path):
+    from train.evaluate.ood_histogram import IN_COLOUR, THRESHOLD_COLOUR, draw, histogram
+
+    own, ood = np.array([0.8, 1.0, 1.1, 1.3]), np.array([40.0, 900.0, 0.0])  # a zero score: first bin
+    hist = histogram(own, ood, threshold=2.0, bins=10)
+    edges = np.array(hist["edges"])
+    assert len(edges) == 11 and np.all(np.diff(edges) > 0) and edges[-1] > 900 and edges[0] < 0.8
+    assert sum(hist["in_domain"]) == 4 and sum(hist["ood"]) == 3 and hist["ood"][0] == 1
+    assert histogram(own, np.zeros(0), 2.0, bins=10)["ood"] == [0] * 10
+    draw(hist, 2.0, tmp_path / "h.png", ("own", "ood"))
+    import cv2
+
+    img = cv2.imread(str(tmp_path / "h.png"))
+    red = np.all(img == THRESHOLD_COLOUR, axis=2)
+    assert red.sum(axis=0).max() > 0.5 * img.shape[0], "the threshold is a full-height line"
+    assert np.all(img == IN_COLOUR, axis=2).any()
+    with pytest.raises(OSError, match="cannot write"):
+        draw(hist, 2.0, tmp_path / "missing" / "h.png")
+
+
+# -------------------------------------------------------------------------- mgfen-train --novelty-rate
+
+
+def test_train_novelty_rate_reaches_the_config_and_bad_values_are_one_line(tmp_path, monkeypatch):
+    from train.cli.mgfen_train import main as train_main
+    from train.fit import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train", lambda cfg: seen.append(cfg) or {"out": cfg.out})
+    args = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert CliRunner().invoke(train_main, args + ["--novelty-rate", "0.1"]).exit_code == 0
+    assert CliRunner().invoke(train_main, args).exit_code == 0
+    assert [c.novelty_rate for c in seen] == [0.1, DEFAULT_TARGET_RATE]
+    help_text = " ".join(CliRunner().invoke(train_main, ["--help"]).output.split())
+    assert f"= 2%) whose novelty score it refuses (edge_runtime/novelty.py). [default: {DEFAULT_TARGET_RATE}]" in help_text
+    for bad in ("2", "0", "-0.1", "0.5"):
+        res = CliRunner().invoke(train_main, args + ["--novelty-rate", bad])
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: --novelty-rate: "), res.output
+        assert "(0, 0.5)" in lines[0] and "Traceback" not in res.output
+    assert len(seen) == 2, "a bad rate is refused before training"
+
+
+# ---------------------------------------------------------------------------------- INT8 against FP32
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(trained_bundle):
+    """The trained model exported with TensorRT-flavour INT8 files (the real quantiser, 4 calibration images);
+    the export's gate compares the novelty scores on the val split."""
+    from export.bundle import ExportConfig, export_bundle
+
+    root, _ = trained_bundle
+    out = root / "bundle_int8"
+    report = export_bundle(root / "run" / "best.pt", out, ExportConfig(
+        parity_frames=3, int8=True, calib=root / "data", calib_n=4, calib_method="minmax", int8_flavours=("trt",),
+        force=True))
+    return out, report
+
+
+def test_int8_novelty_scores_agree_with_fp32_within_the_tolerance(trained_bundle, int8_bundle):
+    """The gate's novelty numbers for the TensorRT flavour, recomputed here from each graph's own pooled
+    features; and frames unlike the training set are unknown in both precisions."""
+    from calibration.accuracy import OrtPipeline, PipelineParams
+    from calibration.verdict_gate import NOVELTY_TOLERANCE
+    from edge_runtime.preprocess import load_frame, prepare_frame
+
+    root, _ = trained_bundle
+    out, report = int8_bundle
+    gate = report["int8"]["gate"]
+    nov = gate["flavours"]["trt"]["novelty"]
+    assert nov["within_tolerance"] and nov["abs_dscore_rel"]["p99"] <= NOVELTY_TOLERANCE == nov["tolerance"]
+    assert nov["unknown_agreement"] == 1.0 and nov["unknown_changed"] == 0
+    man = load_bundle(out).manifest
+    table = load_table(out / names.NOVELTY_FILE)
+    params = PipelineParams(man.preprocess, man.global_weight, man.use_parts, man.positive_index)
+    fp32 = OrtPipeline(out / names.model_file("global"), out / names.model_file("parts"), params)
+    int8 = OrtPipeline(out / names.model_file("global", "int8", "trt"), out / names.model_file("parts", "int8", "trt"),
+                       params, simulate_qdq=True)
+
+    def scores(frames):
+        return (table.score(np.stack([fp32.run_frame(f).features for f in frames])),
+                table.score(np.stack([int8.run_frame(f).features for f in frames])))
+
+    val = [load_frame(root / "data" / "val" / p, man.preprocess) for p in gate["images"]["paths"]]
+    s32, s8 = scores(val)
+    rel = np.abs(s8 - s32) / table.threshold
+    assert nov["abs_dscore_rel"]["max"] == pytest.approx(rel.max(), abs=1e-5) and rel.max() > 0
+    assert nov["fp32_unknown"] == int(np.sum(s32 > table.threshold))
+    rng = np.random.default_rng(5)
+    odd = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(3)]
+    odd += [np.full((128, 128, 3), rng.integers(0, 256, 3), np.uint8) for _ in range(3)]
+    o32, o8 = scores([prepare_frame(f, man.preprocess) for f in odd])
+    assert np.all(o32 > table.threshold) and np.all(o8 > table.threshold)

@@ -44,7 +44,7 @@ Examples:
   mgfen-eval --ckpt runs/edge/best.pt --data data/synth
   mgfen-eval --ckpt runs/edge/best.pt --data data/synth --split val --out runs/edge/eval_val --samples 16
   mgfen-eval --ckpt runs/edge/best.pt --data data/synth --baselines
-  mgfen-eval --ckpt runs/edge/best.pt --data data/synth --ood photos/textures
+  mgfen-eval --ckpt runs/edge/best.pt --data data/synth --ood photos/textures --out runs/edge/eval_ood
 """
 
 
@@ -67,7 +67,8 @@ Examples:
                    "audit].")
 @click.option("--ood", type=click.Path(), default=None,
               help="Folder of images unlike the training set: `unknown` refusal rate there and false refusal on "
-                   "--split, with 95% intervals.")
+                   "--split, with 95% intervals; with --out also a histogram picture of both sets' novelty scores "
+                   "with the threshold marked.")
 @bg_suite_options
 @error_boundary
 def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baselines, probe_sizes, ood, bg_suite, bg_m,
@@ -109,7 +110,12 @@ def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baseline
     if ood is not None:
         from train.evaluate.ood import ood_report
 
-        report["ood"] = ood_report(Path(ckpt), Path(data), Path(ood), split=split, batch=batch, seed=seed)
+        report["ood"] = ood_report(Path(ckpt), Path(data), Path(ood), split=split, batch=batch, seed=seed,
+                                   out=Path(out) if out else None)
+    if out and (baselines or ood is not None):
+        from train.evaluate.report import write_report
+
+        write_report(report, Path(out))  # again, with the parts added above
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

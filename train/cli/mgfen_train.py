@@ -103,12 +103,15 @@ Examples:
               help="Counterfeit recall on val that the fitted genuine_at threshold keeps (train.fit.thresholds).")
 @click.option("--target-precision", type=float, default=DEFAULTS["target_precision"], show_default=True,
               help="Val precision of counterfeit calls that fits counterfeit_at; between the two: uncertain.")
+@click.option("--novelty-rate", type=float, default=DEFAULTS["novelty_rate"], show_default=True,
+              help="Target false-refusal rate of the `unknown` threshold: the fraction of in-domain val images (0.02 "
+                   "= 2%) whose novelty score it refuses (edge_runtime/novelty.py).")
 @bg_train_options(bg_replace=DEFAULTS["bg_replace"], blend=DEFAULTS["blend"], fg_prior=DEFAULTS["fg_prior"])
 @error_boundary
 def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, seed, resume, no_fpn, no_parts,
          part_backbone, global_weight, part_weight, no_augment, frame_size, fit_frame, global_size, crop_size, k,
          backbone_lr_scale, head_epochs, freeze_bn, select, stability, threads, workers, as_json,
-         target_recall, target_precision, bg_replace, backgrounds, blend, fg_prior) -> None:
+         target_recall, target_precision, novelty_rate, bg_replace, backgrounds, blend, fg_prior) -> None:
     """Train MGFEN (global branch + FPN heatmap + full-resolution part crops) and test the best epoch."""
     from train.fit.trainer import train
 
@@ -119,7 +122,8 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
                       global_size=global_size, crop_size=crop_size, k=k, backbone_lr_scale=backbone_lr_scale,
                       head_epochs=head_epochs, freeze_bn=freeze_bn, select=select, stability=stability, threads=threads,
                       workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend,
-                      fg_prior=fg_prior, target_recall=target_recall, target_precision=target_precision)
+                      fg_prior=fg_prior, target_recall=target_recall, target_precision=target_precision,
+                      novelty_rate=novelty_rate)
     summary = train(cfg)
     if summary.get("split_note") and not as_json:
         click.echo(summary["split_note"])

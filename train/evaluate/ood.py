@@ -1,9 +1,10 @@
 """`mgfen-eval --ood DIR`: how often the checkpoint's novelty table refuses a folder of images that are
 not what it was trained on, and how often it refuses its own split (false refusal), with 95% Wilson
-intervals.
+intervals; with `out`, also the histogram picture of both sets' scores (train.evaluate.ood_histogram).
 
-    report = ood_report(Path("RUN/best.pt"), Path("data"), Path("textures"), split="test")
-    # {"threshold": ..., "ood": {"n", "refused", "rate", "ci95"}, "in_domain": {...}, "novelty": {...}}
+    report = ood_report(Path("RUN/best.pt"), Path("data"), Path("textures"), split="test", out=Path("eval"))
+    # {"threshold": ..., "ood": {"n", "refused", "rate", "ci95"}, "in_domain": {...}, "novelty": {...},
+    #  "histogram": {"file": "eval/ood_histogram.png", "edges": [...], "in_domain": [...], "ood": [...]}}
 
 Frames are prepared exactly as the scanner prepares them (edge_runtime.preprocess) and scored from the
 same pooled features the exported graph outputs (MGFEN.global_forward_features). The quality gate is not
@@ -22,6 +23,7 @@ from edge_runtime.errors import ImageError
 from edge_runtime.preprocess import PreprocessConfig, global_input, list_images, prepare_frame, read_image
 from train.data.folders import select_split
 from train.errors import DataError
+from train.evaluate import ood_histogram
 from train.fit.novelty_fit import table_from_state
 from train.model.checkpoint import load_checkpoint
 
@@ -65,9 +67,12 @@ def ood_images(ood: Path) -> list[Path]:
     return paths
 
 
-def ood_report(ckpt: Path, data: Path, ood: Path, split: str = "test", batch: int = 8, seed: int = 0) -> dict:
-    """Refusal rate on every image under `ood` and false refusal on `split` of `data`. DataError for a
-    checkpoint without a novelty table, an empty folder or an image that does not decode."""
+def ood_report(ckpt: Path, data: Path, ood: Path, split: str = "test", batch: int = 8, seed: int = 0,
+               out: Path | None = None) -> dict:
+    """Refusal rate on every image under `ood` and false refusal on `split` of `data`; with `out` (a
+    folder, created) the score histogram is written to out / ood_histogram.HISTOGRAM_FILE and named in
+    the report's "histogram" (None without `out`). DataError for a checkpoint without a novelty table,
+    an empty folder or an image that does not decode; OSError when the picture cannot be written."""
     model, info = load_checkpoint(ckpt)
     if not info.get("novelty"):
         raise DataError(f"{ckpt}: checkpoint has no novelty table (trained before the `unknown` answer); retrain")
@@ -80,17 +85,28 @@ def ood_report(ckpt: Path, data: Path, ood: Path, split: str = "test", batch: in
         ood_scores, own_scores = _scores(model, table, ood_paths, cfg, batch), _scores(model, table, own, cfg, batch)
     except ImageError as exc:
         raise DataError(str(exc)) from None
-    return {"threshold": table.threshold, "novelty": table.to_dict(), "split": split,
-            "ood": {"folder": str(ood), **_rate(ood_scores, table.threshold)},
-            "in_domain": _rate(own_scores, table.threshold)}
+    report = {"threshold": table.threshold, "novelty": table.to_dict(), "split": split,
+              "ood": {"folder": str(ood), **_rate(ood_scores, table.threshold)},
+              "in_domain": _rate(own_scores, table.threshold), "histogram": None}
+    if out is not None:
+        hist = ood_histogram.histogram(own_scores, ood_scores, table.threshold)
+        path = Path(out) / ood_histogram.HISTOGRAM_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        labels = (f"{split} (n {len(own_scores)}, refused {report['in_domain']['refused']})",
+                  f"{Path(ood).name} (n {len(ood_scores)}, refused {report['ood']['refused']})")
+        ood_histogram.draw(hist, table.threshold, path, labels)
+        report["histogram"] = {"file": str(path), **hist}
+    return report
 
 
 def format_ood(report: dict) -> str:
-    """Two lines for the terminal."""
+    """Two lines for the terminal (three with the histogram picture)."""
     def line(name: str, r: dict) -> str:
         rate = "-" if r["rate"] is None else f"{100 * r['rate']:.1f}%"
         return (f"{name}: refused {r['refused']}/{r['n']} = {rate} (95% CI {100 * r['ci95'][0]:.1f}-"
                 f"{100 * r['ci95'][1]:.1f}%), median score {r['median_score']}")
     return "\n".join([line(f"unknown on {report['ood']['folder']}", report["ood"]),
                       line(f"false refusal on {report['split']}", report["in_domain"])
-                      + f"  (threshold {report['threshold']:.4g}, target {report['novelty']['target_rate']:.0%})"])
+                      + f"  (threshold {report['threshold']:.4g}, target {report['novelty']['target_rate']:.0%})"]
+                     + ([f"novelty score histogram -> {report['histogram']['file']}"] if report.get("histogram")
+                        else []))

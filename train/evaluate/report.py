@@ -21,6 +21,8 @@ from train.evaluate.predict import make_loader, predict, resolve_device
 from train.fit.thresholds import COUNTERFEIT, GENUINE, decision_metrics, decisions
 from train.model.checkpoint import load_checkpoint
 
+REPORT_NAME = "report.json"
+
 
 def overlay(frame: np.ndarray, heatmap: np.ndarray, boxes: np.ndarray, title: str = "", size: int = 512) -> np.ndarray:
     """frame F x F x 3 uint8 RGB, heatmap [1,h,w] in [0,1], boxes [K,4] normalised -> size x size x 3
@@ -116,5 +118,13 @@ def evaluate_checkpoint(
                            title=f"{split}, n {len(p_cf)}")
         (out / "risk_coverage.md").write_text(
             risk_coverage.format_table(rc["risk_coverage"]["table"], fitted=rc["at_thresholds"]) + "\n")
-        (out / "report.json").write_text(json.dumps(report, indent=2))
+        write_report(report, out)
     return report
+
+
+def write_report(report: dict, out: Path) -> Path:
+    """Write `report` as out / REPORT_NAME (again after mgfen-eval adds its --baselines and --ood parts);
+    returns the path."""
+    path = Path(out) / REPORT_NAME
+    path.write_text(json.dumps(report, indent=2))
+    return path

@@ -88,7 +88,7 @@ class TrainConfig:
         try:
             check_rate(self.novelty_rate)
         except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            raise ConfigError(f"--novelty-rate: {exc}") from None
         try:
             check_targets(self.target_recall, self.target_precision)
         except ValueError as exc:
