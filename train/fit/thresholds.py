@@ -20,6 +20,8 @@ How, so that the thresholds hold with a few dozen val images:
    mean of the resamples' log-odds. The mean, not the median: genuine_at hinges on the lowest val
    counterfeit, which is in 63% of the resamples, so the median of the resamples is the val-only fit
    again; the mean weighs in the next-lowest ones (bagging, which is what damps an unstable statistic).
+   So the bagged genuine_at may sit above a lone low val counterfeit that the val-only fit kept out; the
+   val metrics and the recall claim then count it as missed.
    Cross-fitting over train + val groups (scores out of fold for every image) would see more images but
    needs one extra training per fold; the bootstrap reuses the one model's val scores at no training cost.
 3. Clamps, then a minimum band. genuine_at <= 0.5 <= counterfeit_at (a fitted band never calls an item
