@@ -15,6 +15,7 @@ from edge_runtime.preprocess import PreprocessConfig
 from train.cli.mgfen_eval import main as eval_main
 from train.errors import CheckpointError
 from train.evaluate.metrics import classification_report, roc_auc
+from train.fit.thresholds import fit_thresholds
 from train.model.checkpoint import load_checkpoint, save_checkpoint
 from train.model.mgfen import ModelConfig, build_model
 from tests.test_train import make_data
@@ -113,6 +114,9 @@ def test_eval_reports_decisions_at_the_checkpoints_thresholds(ckpt_and_data, tmp
     genuine_at, counterfeit_at = (p[2] + p[3]) / 2, (p[5] + p[6]) / 2
     raw = torch.load(ckpt, weights_only=False)
     raw["thresholds"] = {"genuine_at": float(genuine_at), "counterfeit_at": float(counterfeit_at)}
+    # a fit record as mgfen-train writes it (fitted on these scores; the thresholds above are set by hand)
+    raw["threshold_fit"] = fit_thresholds([o["true"] == "counterfeit" for o in rows], [o["p_counterfeit"] for o in rows],
+                                          n_resamples=50).to_dict()
     fitted = tmp_path / "fitted.pt"
     torch.save(raw, fitted)
     out = tmp_path / "eval"
@@ -134,6 +138,13 @@ def test_eval_reports_decisions_at_the_checkpoints_thresholds(ckpt_and_data, tmp
     assert table[0]["errors"] == 8 - round(report["metrics"]["accuracy"] * 8)
     assert cv2.imread(str(out / "risk_coverage.png")) is not None and (out / "risk_coverage.md").is_file()
     assert f"coverage 62.5% (5/8 decided)" in res.output
+    # bootstrap intervals on this split and the Clopper-Pearson claim from its counterfeits; the fit record's lines
+    e, claim = report["decisions"]["expected"], report["decisions"]["recall_claim"]
+    assert e["coverage"]["low"] <= 5 / 8 <= e["coverage"]["high"] and e["by"] == "group"
+    assert claim["n"] == n_cf and claim["caught"] == n_cf - d["counterfeit_missed"]
+    assert f"95% intervals over {e['n_resamples']} resamples of test by group: coverage " in res.output
+    assert f"recall claim (test): {claim['text']}" in res.output
+    assert "fit on val: expected on unseen items" in res.output and "fit on val: recall claim (val): " in res.output
     name = by_score[0]["image"]
     assert f"{name}  true {by_score[0]['true']}  pred " in res.output
     assert f"P(counterfeit) {by_score[0]['p_counterfeit']:.3f} -> genuine" in res.output

@@ -131,11 +131,16 @@ def test_train_run_writes_everything_and_resumes(tmp_path):
     assert fit["target_recall"] == 0.99 and fit["target_precision"] == 0.95
     assert info["thresholds"] == fit["thresholds"] == report["thresholds"]["thresholds"]
     assert "decisions" in report["test"] and "thresholds genuine_at" in result.output
-    # mgfen-eval on val, an independent pass over the images, finds no counterfeit at or below genuine_at
+    # bagged over val resamples by group, with expected coverage / error and the recall claim, also printed
+    assert fit["resampling"]["by"] == "group" and fit["expected"]["out_of_bag"]["coverage"] is not None
+    assert fit["recall_claim"]["n"] == 4 and "recall claim (val): counterfeit recall >= " in result.output
+    # mgfen-eval on val, an independent pass over the images, finds the fit record's val decisions
     val = CliRunner().invoke(eval_main, ["--ckpt", str(run / "best.pt"), "--data", str(data), "--split", "val", "--json"])
     assert val.exit_code == 0, val.output
-    at = json.loads(val.stdout[val.stdout.index("{"):])["decisions"]["at_thresholds"]
-    assert at["counterfeit_missed"] == 0 and at["genuine_at"] == info["thresholds"]["genuine_at"]
+    decided = json.loads(val.stdout[val.stdout.index("{"):])["decisions"]
+    at = decided["at_thresholds"]
+    assert at == fit["val"] and at["genuine_at"] == info["thresholds"]["genuine_at"]
+    assert decided["recall_claim"] == fit["recall_claim"]
     # resume to epoch 2 from last.pt: the history grows, the schedule continues
     result = CliRunner().invoke(train_main, ["--data", str(data), "--out", str(run), "--epochs", "2", "--resume", *TINY_ARGS])
     assert result.exit_code == 0, result.output

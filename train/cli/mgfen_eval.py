@@ -11,6 +11,7 @@ from edge_runtime.cli.cli_errors import OutputPath, error_boundary
 from train.enhance.blend import BLEND_MODES
 from train.evaluate.bg_suite import format_results
 from train.evaluate.risk_coverage import format_table
+from train.fit.thresholds import describe_fit, span
 
 # Options `mgfen-eval` adds for the suite (applied as a decorator).
 def bg_suite_options(func):
@@ -130,6 +131,12 @@ def main(ckpt, data, split, out, samples, device, batch, seed, as_json, baseline
     click.echo(f"at these thresholds: coverage {_pct(d['coverage'])} ({d['decided']}/{d['n']} decided), accuracy on "
                f"decided {_pct(d['accuracy_decided'])}, counterfeit recall {_pct(d['counterfeit_recall'])} "
                f"({d['counterfeit_missed']} counterfeit called genuine)")
+    e = report["decisions"]["expected"]
+    click.echo(f"  95% intervals over {e['n_resamples']} resamples of {split} by {e['by']}: coverage "
+               f"{span(e['coverage'])}, error on decided {span(e['error_decided'])}")
+    click.echo(f"  recall claim ({split}): {report['decisions']['recall_claim']['text']}")
+    for line in describe_fit(th["fit"]):
+        click.echo(f"  fit on val: {line}")
     click.echo("risk-coverage (symmetric abstain band around 0.5):")
     click.echo(format_table(report["decisions"]["risk_coverage"]["table"], fitted=d))
     for o in report["overlays"]:

@@ -10,6 +10,7 @@ import click
 from edge_runtime.cli.cli_errors import OutputPath, error_boundary
 from train.enhance.blend import BLEND_MODES
 from train.fit.config import SELECT_METRICS, TrainConfig
+from train.fit.thresholds import describe_fit
 from train.model.backbones import BACKBONES
 from train.model.mgfen import PRESETS
 
@@ -164,7 +165,8 @@ def _pct(v: float | None) -> str:
 
 
 def _thresholds_line(fit: dict, test: dict | None) -> str:
-    """One line on the fitted decision thresholds and what they do on the test split."""
+    """One line on the fitted decision thresholds and what they do on the test split, then the fit's
+    expected coverage and error and its recall claim (train.fit.thresholds.describe_fit)."""
     th = fit["thresholds"]
     line = (f"thresholds genuine_at {th['genuine_at']:.4f} ({fit['genuine_method']}), counterfeit_at "
             f"{th['counterfeit_at']:.4f} ({fit['counterfeit_method']}) from {fit['n_counterfeit']} counterfeit + "
@@ -172,7 +174,7 @@ def _thresholds_line(fit: dict, test: dict | None) -> str:
     if test:
         line += (f"; test: coverage {_pct(test['coverage'])}, accuracy on decided {_pct(test['accuracy_decided'])}, "
                  f"counterfeit recall {_pct(test['counterfeit_recall'])}")
-    return line
+    return "\n".join([line, *describe_fit(fit)])
 
 
 if __name__ == "__main__":

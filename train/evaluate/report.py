@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -18,7 +19,9 @@ from train.data.folders import select_split
 from train.evaluate import risk_coverage
 from train.evaluate.metrics import classification_report
 from train.evaluate.predict import make_loader, predict, resolve_device
-from train.fit.thresholds import COUNTERFEIT, GENUINE, decision_metrics, decisions
+from train.fit.threshold_stats import recall_claim
+from train.fit.thresholds import (COUNTERFEIT, DEFAULT_TARGET_RECALL, GENUINE, N_RESAMPLES, decision_metrics, decisions,
+                                  expected_at)
 from train.model.checkpoint import load_checkpoint
 
 REPORT_NAME = "report.json"
@@ -56,10 +59,20 @@ def checkpoint_thresholds(info: dict) -> tuple[Thresholds, dict]:
     return th, {"genuine_at": th.genuine_at, "counterfeit_at": th.counterfeit_at, "source": source, "fit": fit}
 
 
-def decision_report(is_counterfeit: np.ndarray, p_counterfeit: np.ndarray, thresholds: Thresholds) -> dict:
-    """Accuracy on decided items, coverage and counterfeit recall at `thresholds`, and the risk-coverage
-    curve and table (train.evaluate.risk_coverage). is_counterfeit: [N] bool; p_counterfeit: [N] float."""
-    return {"at_thresholds": decision_metrics(is_counterfeit, p_counterfeit, thresholds),
+def decision_report(is_counterfeit: np.ndarray, p_counterfeit: np.ndarray, thresholds: Thresholds,
+                    groups: Sequence[str] | None = None, target_recall: float = DEFAULT_TARGET_RECALL,
+                    seed: int = 0) -> dict:
+    """Accuracy on decided items, coverage and counterfeit recall at `thresholds`; their 95% intervals over
+    bootstrap resamples of the set (by group when `groups` is given; "expected"); the Clopper-Pearson
+    recall claim from its counterfeits ("recall_claim", against `target_recall`); and the risk-coverage
+    curve and table (train.evaluate.risk_coverage). is_counterfeit: [N] bool; p_counterfeit: [N] float;
+    groups: [N] str or None."""
+    at = decision_metrics(is_counterfeit, p_counterfeit, thresholds)
+    n_cf = int(np.asarray(is_counterfeit, dtype=bool).sum())
+    return {"at_thresholds": at,
+            "expected": {**expected_at(is_counterfeit, p_counterfeit, thresholds, groups, seed=seed),
+                         "n_resamples": N_RESAMPLES, "by": "item" if groups is None else "group"},
+            "recall_claim": recall_claim(n_cf, n_cf - at["counterfeit_missed"], target_recall),
             "risk_coverage": {"table": risk_coverage.table(is_counterfeit, p_counterfeit),
                               "curve": risk_coverage.curve(is_counterfeit, p_counterfeit)}}
 
@@ -98,7 +111,8 @@ def evaluate_checkpoint(
         "metrics": classification_report(pred.labels, pred.probs),
         "loss": pred.loss,
         "thresholds": threshold_info,
-        "decisions": decision_report(pred.labels == positive, p_cf, thresholds),
+        "decisions": decision_report(pred.labels == positive, p_cf, thresholds, [s.group for s in chosen],
+                                     float((threshold_info["fit"] or {}).get("target_recall", DEFAULT_TARGET_RECALL))),
         "overlays": [],
     }
     names = {GENUINE: "genuine", COUNTERFEIT: "counterfeit"}

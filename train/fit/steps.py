@@ -241,9 +241,10 @@ def positive_index(classes) -> int:
 
 def finish(model: MGFEN, data: Datasets, loaders: Loaders, cfg: TrainConfig, index: DataIndex, out: Path,
            device: torch.device, summary: dict) -> None:
-    """Reload RUN/best.pt; fit the decision thresholds on its val probabilities and the novelty table on the
-    train split's un-augmented frames; test it; store all three in best.pt (export copies them) and write
-    RUN/report.json from `summary`, which gains best_epoch, thresholds, novelty and test."""
+    """Reload RUN/best.pt; fit the decision thresholds on its val probabilities (bagged over resamples of the
+    val groups, train.fit.thresholds) and the novelty table on the train split's un-augmented frames; test
+    it; store all three in best.pt (export copies them) and write RUN/report.json from `summary`, which
+    gains best_epoch, thresholds, novelty and test."""
     best_path = out / "best.pt"
     best_state = read_checkpoint(best_path)
     model.load_state_dict(best_state["state_dict"])
@@ -251,7 +252,9 @@ def finish(model: MGFEN, data: Datasets, loaders: Loaders, cfg: TrainConfig, ind
     positive = positive_index(index.classes)
     vp = predict(model, loaders.val, device) if len(data.val) else None
     val_y, val_p = (vp.labels == positive, vp.probs[:, positive]) if vp is not None else ([], [])
-    fit = fit_thresholds(val_y, val_p, cfg.target_recall, cfg.target_precision)
+    # resampled by physical item: the val images of one group share one fate in each resample
+    val_groups = [s.group for s in data.val.samples] if vp is not None else None
+    fit = fit_thresholds(val_y, val_p, cfg.target_recall, cfg.target_precision, groups=val_groups, seed=cfg.seed)
     summary["thresholds"] = fit.to_dict()
     best_state["thresholds"] = dataclasses.asdict(fit.thresholds)
     best_state["threshold_fit"] = fit.to_dict()
