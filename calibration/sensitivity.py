@@ -3,9 +3,11 @@
 For every QuantizeLinear -> DequantizeLinear pair the quantiser wrote, the noise it adds to its tensor x is
 measured where it happens, inside the QDQ graph (x is the QDQ graph's own value, so error from upstream
 pairs is not counted again): per channel (axis 1) NSR_c = ||DQ(Q(x))_c - x_c|| / ||x_c|| over the frames,
-and the tensor's NSR is their mean over the channels that are not all zero. Per channel, because the
+and the tensor's NSR is their median over the channels that are not all zero. Per channel, because the
 failure this hunts is a per-tensor scale set by a few large channels that rounds the small, informative
-ones to zero: an NSR over the whole tensor hides it (the noise is tiny next to the large channel). A
+ones to zero: an NSR over the whole tensor hides it (the noise is tiny next to the large channel). The
+median, not the mean: a few near-silent channels (relative error ~1, little effect downstream) would
+otherwise rank every pooled feature vector first; a scale that wipes out most channels moves the median. A
 weight's pair (a DequantizeLinear of a constant; weights are quantised per channel already) compares the
 whole dequantised weight with the FP32 graph's initializer. Where
 the quantiser removed a Relu or Clip (asymmetric activations: the uint8 range clips instead), x is passed
@@ -180,7 +182,7 @@ def pair_noise(qdq: onnx.ModelProto, fp32: onnx.ModelProto, pairs: list[_Pair],
         err = noise[name]
         live = (sig > 0) | (err > 0)
         ratios = np.where(sig[live] > 0, np.sqrt(err[live] / np.maximum(sig[live], 1e-300)), NSR_CAP)
-        out[name] = float(min(NSR_CAP, ratios.mean())) if ratios.size else 0.0
+        out[name] = float(min(NSR_CAP, np.median(ratios))) if ratios.size else 0.0
     return out
 
 

@@ -97,6 +97,50 @@ def test_ranking_puts_the_planted_tensor_first(planted):
     assert all(n.nsr < 0.1 for n in ranking[2:]), [n.to_dict() for n in ranking]
 
 
+def relu_net() -> onnx.ModelProto:
+    """image [1,3,16,16] -> Conv(8) -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> logits [1,2]; the
+    conv's output is half negative, which the Relu clips."""
+    rng = np.random.default_rng(3)
+    f32 = onnx.TensorProto.FLOAT
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.full(8, -0.2, np.float32), "b"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (2, 8)).astype(np.float32), "fc_w"),
+             numpy_helper.from_array(np.zeros(2, np.float32), "fc_b")]
+    nodes = [helper.make_node("Conv", ["image", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1, name="fc")]
+    graph = helper.make_graph(nodes, "relu_net", [helper.make_tensor_value_info("image", f32, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", f32, [1, 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_relu_the_quantiser_removed_is_not_counted_as_noise(tmp_path):
+    """The cpu flavour (uint8 activations) drops the Relu and lets the uint8 range clip at zero instead:
+    the conv's output before the Q/DQ pair still holds the negative values. Compared with the clipped
+    values, as the FP32 graph computes them, the pair adds the noise of 8-bit rounding only."""
+    onnx.save(relu_net(), tmp_path / "net.onnx")
+    pre = prepare_for_quantization(tmp_path / "net.onnx", tmp_path / "pre.onnx")
+    rng = np.random.default_rng(0)
+    feeds = [{"image": rng.random((1, 3, 16, 16)).astype(np.float32)} for _ in range(6)]
+
+    class Feeds:
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    res = quantize_graph(pre, tmp_path / "q.onnx", Feeds(), "cpu", "minmax", prepared=True)
+    assert "relu" not in {n.name for n in onnx.load(str(res.path)).graph.node}, "the quantiser removed the Relu"
+    ranking = rank_nodes({"global": (pre, res.path, feeds)})
+    conv = next(n for n in ranking if n.name == "conv")
+    assert conv.tensor == "r" and conv.nsr < 0.05, [n.to_dict() for n in ranking]
+
+
 @pytest.mark.parametrize("flavour", ["cpu", "trt"])
 @pytest.mark.parametrize("method", ["minmax", "entropy"])
 def test_planted_layer_is_refused_without_the_search_and_rescued_with_it(planted, flavour, method):
