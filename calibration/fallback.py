@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnx
 
 from calibration import CalibrationError
 from calibration.accuracy import OrtPipeline, PipelineParams, labelled_images
-from calibration.quantize import METHODS, QuantizeResult, quantize_graph
+from calibration.quantize import METHODS, NEVER_QUANTISED, QuantizeResult, fixed_exclusions, quantize_graph
 from calibration.sensitivity import NodeScore, rank_nodes
 from calibration.verdict_gate import GateCriteria, Scores, compare_verdicts, judge, positive_log_odds
 from edge_runtime import names
@@ -170,6 +171,9 @@ def search_flavour(quantiser: Quantiser, probe: GateProbe | None, flavour: str, 
     if probe is None:
         return result
     methods = [method] + [m for m in METHOD_ORDER if m != method and m in METHODS]
+    # nodes FP32 already (they may still read a Q/DQ pair their quantised neighbour wrote): no candidates
+    fixed = {g: set(fixed_exclusions(onnx.load(str(p), load_external_data=False), flavour))
+             for g, p in quantiser.prepared.items()}
 
     def trial(m: str, kept: tuple[NodeScore, ...]) -> bool:
         t0 = time.perf_counter()
@@ -199,7 +203,9 @@ def search_flavour(quantiser: Quantiser, probe: GateProbe | None, flavour: str, 
             log(f"INT8 {flavour} search: {m} skipped ({exc})")
             continue
         full = quantiser.quantise(flavour, m, reduce_range)
-        ranking = tuple(rank_nodes({g: (quantiser.prepared[g], full[g].path, feeds[g]) for g in quantiser.prepared}))
+        ranking = tuple(n for n in rank_nodes({g: (quantiser.prepared[g], full[g].path, feeds[g])
+                                               for g in quantiser.prepared})
+                        if n.name not in fixed[n.graph] and n.op_type not in NEVER_QUANTISED)
         limit = min(max_nodes, len(ranking))
         if limit and smallest_passing(lambda k: trial(m, ranking[:k]), limit) is not None:
             break

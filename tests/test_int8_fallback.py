@@ -30,9 +30,9 @@ PLANTED = ("spoiler", "mix")
 
 
 def planted_global(cfg: PreprocessConfig, k: int) -> onnx.ModelProto:
-    """The fake global graph (colour rule, tests/fake_bundle.py) with its colour head fed through two 1x1
-    convolutions: `spoiler` passes R, G, B through and adds a 4th channel that is a constant OUTLIER,
-    `mix` drops that channel again. In FP32 the model is unchanged. In INT8 the tensor between them has
+    """The fake global graph (colour rule, tests/fake_bundle.py) with its colour head fed through three 1x1
+    convolutions: `entry` passes R, G, B through (the first Conv: the TensorRT flavour's FP32 stem),
+    `spoiler` passes them on and adds a 4th channel that is a constant OUTLIER, `mix` drops it again. In FP32 the model is unchanged. In INT8 the tensor between them has
     one per-tensor scale for [0, OUTLIER]: one step is ~4, so the colour channels in [0, 1] round to 0
     and every verdict is lost, whatever the calibration method (the outlier is a quarter of the values,
     not a tail any method clips)."""
@@ -42,12 +42,15 @@ def planted_global(cfg: PreprocessConfig, k: int) -> onnx.ModelProto:
     for c in range(3):
         spoil_w[c, c] = mix_w[c, c] = 1.0
     g.graph.initializer.extend([
+        numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "entry_w"),
+        numpy_helper.from_array(np.zeros(3, np.float32), "entry_b"),
         numpy_helper.from_array(spoil_w, "spoil_w"),
         numpy_helper.from_array(np.array([0, 0, 0, OUTLIER], np.float32), "spoil_b"),
         numpy_helper.from_array(mix_w, "mix_w"), numpy_helper.from_array(np.zeros(3, np.float32), "mix_b")])
     head = next(n for n in g.graph.node if n.op_type == "ReduceMean" and n.output[0] == "g_mean")
     head.input[0] = "mixed"
-    nodes = [helper.make_node("Conv", [names.GLOBAL_INPUT, "spoil_w", "spoil_b"], ["spoiled"], name="spoiler"),
+    nodes = [helper.make_node("Conv", [names.GLOBAL_INPUT, "entry_w", "entry_b"], ["entered"], name="entry"),
+             helper.make_node("Conv", ["entered", "spoil_w", "spoil_b"], ["spoiled"], name="spoiler"),
              helper.make_node("Conv", ["spoiled", "mix_w", "mix_b"], ["mixed"], name="mix"), *g.graph.node]
     del g.graph.node[:]
     g.graph.node.extend(nodes)
