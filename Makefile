@@ -7,7 +7,7 @@ EXTRAS := train,dev,serve
 # The scanner runtime and the engine path (`mgfen-export BUNDLE --engine`): they must run on Python 3.8
 # (JetPack 5). vermin checks them here; tests/test_py38.py checks this list covers what they import.
 RUNTIME_PY := edge_runtime export/__init__.py export/cli.py export/engine.py export/engine_check.py \
-              calibration/__init__.py calibration/accuracy.py
+              calibration/__init__.py calibration/accuracy.py calibration/cpu_features.py
 # The TensorRT + CUDA glue, type-checked against TensorRT's published stubs (settings in setup.cfg [mypy]).
 TRT_GLUE := export/engine.py export/engine_check.py edge_runtime/inference/trt_buffers.py edge_runtime/inference/backends.py
 TRT_STUBS := $(VENV)/trt-stubs

@@ -21,6 +21,7 @@ the largest probability change against FP32 was 0.50 (one test image flipped), w
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 import tempfile
 import time
@@ -44,9 +45,15 @@ NEVER_QUANTISED = ("Softmax",)  # TensorRT rejects a quantised Softmax; it is ch
 LOGIT_OPS = ["Gemm", "MatMul"]
 
 
+# quantize_static's calibration cache (onnxruntime >= 1.23; older versions calibrate on every call)
+HAS_RANGE_CACHE = "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
 @dataclass(frozen=True)
 class QuantizeResult:
-    """What one quantisation did: output path, flavour, method, seconds, and the nodes kept FP32."""
+    """What one quantisation did: output path, flavour, method, seconds, the number of nodes kept FP32
+    (the fixed ones: heatmap tail, TensorRT stem, plus `fallback`), Q/DQ node count, whether weights were
+    7-bit (reduce_range) and the nodes kept FP32 by the fallback search (calibration.fallback)."""
 
     path: Path
     flavour: str
@@ -54,11 +61,14 @@ class QuantizeResult:
     seconds: float
     kept_fp32: int
     qdq_nodes: int
+    reduce_range: bool = False
+    fallback: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {"file": self.path.name, "flavour": self.flavour, "method": self.method,
                 "seconds": round(self.seconds, 2), "kept_fp32_nodes": self.kept_fp32,
-                "qdq_nodes": self.qdq_nodes}
+                "qdq_nodes": self.qdq_nodes, "reduce_range": self.reduce_range,
+                "fallback_fp32_nodes": list(self.fallback)}
 
 
 def descendants_of_output(model: onnx.ModelProto, output: str) -> list[str]:
@@ -93,8 +103,12 @@ def _ensure_node_names(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
-def flavour_options(flavour: str) -> dict:
-    """quantize_static keyword arguments of a flavour (everything but the model, reader and method)."""
+def flavour_options(flavour: str, reduce_range: bool = False) -> dict:
+    """quantize_static keyword arguments of a flavour (everything but the model, reader and method).
+    reduce_range (7-bit weights, calibration.cpu_features) exists for the "cpu" flavour only: TensorRT
+    accumulates in int32 and its explicit quantisation expects full-range int8 weights."""
+    if reduce_range and flavour != "cpu":
+        raise CalibrationError(f"reduce_range applies to the cpu INT8 flavour only, not {flavour!r}")
     ops = sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(NEVER_QUANTISED))
     if flavour == "trt":
         return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
@@ -105,7 +119,7 @@ def flavour_options(flavour: str) -> dict:
                                    "QuantizeBias": False, "OpTypesToExcludeOutputQuantization": LOGIT_OPS})
     if flavour == "cpu":
         return dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
                     op_types_to_quantize=ops,
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                    "OpTypesToExcludeOutputQuantization": LOGIT_OPS})
@@ -125,36 +139,48 @@ def prepare_for_quantization(fp32_path: str | Path, out_path: str | Path) -> Pat
     return Path(out_path)
 
 
+def fixed_exclusions(graph: onnx.ModelProto, flavour: str) -> list[str]:
+    """The nodes a flavour always keeps FP32: downstream of the heatmap output, and in "trt" the stem."""
+    exclude = descendants_of_output(graph, names.HEATMAP)
+    return exclude + stem_nodes(graph) if flavour == "trt" else exclude
+
+
 def quantize_graph(fp32_path: str | Path, out_path: str | Path, reader: CalibrationDataReader,
-                   flavour: str, method: str = "entropy", prepared: bool = False) -> QuantizeResult:
+                   flavour: str, method: str = "entropy", prepared: bool = False, reduce_range: bool = False,
+                   fallback: tuple[str, ...] = (), ranges: str | Path | None = None) -> QuantizeResult:
     """Quantise the FP32 ONNX file at `fp32_path` into `out_path` with calibration feeds from `reader`.
 
     Unless `prepared` (the file already went through prepare_for_quantization), the model is first
-    pre-processed. Nodes downstream of the heatmap output (global graph only) stay FP32, and in the "trt"
-    flavour also the stem (stem_nodes).
+    pre-processed. Nodes downstream of the heatmap output (global graph only) stay FP32, in the "trt"
+    flavour also the stem (stem_nodes), and the node names in `fallback`. reduce_range: 7-bit weights
+    (cpu flavour only). ranges: a file for the calibrated activation ranges of this graph and method:
+    written by the first call, read by the next ones (no calibration run, `reader` unused).
+    The ranges do not depend on the flavour or the nodes kept FP32 (every tensor of the quantisable
+    op types is calibrated), so one file serves every trial of calibration.fallback. Without
+    HAS_RANGE_CACHE (onnxruntime < 1.23) each call calibrates again (same result, slower).
     Raises CalibrationError for an unknown flavour/method or a quantiser failure.
     """
     if method not in METHODS:
         raise CalibrationError(f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}")
-    options = flavour_options(flavour)
+    options = flavour_options(flavour, reduce_range)
+    cache = {"calibration_cache_path": str(ranges)} if ranges is not None and HAS_RANGE_CACHE else {}
     out_path = Path(out_path)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mgfen-quant-") as tmp:
         pre = Path(fp32_path) if prepared else prepare_for_quantization(fp32_path, Path(tmp) / "pre.onnx")
-        graph = onnx.load(str(pre), load_external_data=False)
-        exclude = descendants_of_output(graph, names.HEATMAP)
-        if flavour == "trt":
-            exclude += stem_nodes(graph)
+        exclude = fixed_exclusions(onnx.load(str(pre), load_external_data=False), flavour)
+        exclude += [n for n in fallback if n not in exclude]
         if hasattr(reader, "rewind"):
             reader.rewind()
         try:
             # the histogram calibrators print progress on stdout, which belongs to --json output
             with contextlib.redirect_stdout(sys.stderr):
                 quantize_static(str(pre), str(out_path), reader, calibrate_method=METHODS[method],
-                                nodes_to_exclude=exclude, **options)
+                                nodes_to_exclude=exclude, **options, **cache)
         except Exception as exc:
             raise CalibrationError(f"{fp32_path}: {flavour} INT8 quantisation failed: {exc}") from None
     qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in onnx.load(str(out_path)).graph.node)
     if qdq == 0:
         raise CalibrationError(f"{fp32_path}: quantisation produced no Q/DQ nodes")
-    return QuantizeResult(out_path, flavour, method, time.perf_counter() - t0, len(exclude), qdq)
+    return QuantizeResult(out_path, flavour, method, time.perf_counter() - t0, len(exclude), qdq, reduce_range,
+                          tuple(fallback))

@@ -1,6 +1,6 @@
 """Deterministic, stratified choice of calibration images, disjoint from the evaluation split.
 
-    chosen = select_calibration(Path("data"), n=64, eval_dirs=[Path("data/val")])
+    chosen = select_calibration(Path("data"), eval_dirs=[Path("data/val")])  # train split, up to 512
     chosen.paths, chosen.hashes  # sorted-order picks and their sha256 content hashes
 
 Rules:
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration import CalibrationError
+from calibration import DEFAULT_CALIB_N, CalibrationError
 from edge_runtime.bundle.manifest import sha256_file
 from edge_runtime.errors import ImageError
 from edge_runtime.names import CLASS_NAMES
@@ -170,8 +170,10 @@ def content_hashes(folders: list[Path]) -> tuple[dict[str, Path], list[Path], np
     return by_bytes, decoded, np.array(perceptual, np.uint8).reshape(len(perceptual), -1)
 
 
-def select_calibration(folder: str | Path, n: int, eval_dirs: list[str | Path] | None = None) -> CalibrationSet:
-    """Choose up to `n` calibration images from `folder` (see module doc).
+def select_calibration(folder: str | Path, n: int = DEFAULT_CALIB_N,
+                       eval_dirs: list[str | Path] | None = None) -> CalibrationSet:
+    """Choose up to `n` calibration images from `folder` (see module doc): all of them when there are
+    at most n, else n stratified picks.
 
     eval_dirs: evaluation folders (e.g. --val) whose images must not be chosen, in addition to a dataset
     root's own val/ and test/. Raises CalibrationError for a missing or empty folder, n < 1, a picked

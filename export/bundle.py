@@ -29,10 +29,12 @@ import onnx
 import onnxruntime
 import torch
 
-from calibration import CalibrationError
+from calibration import DEFAULT_CALIB_N, DEFAULT_FALLBACK, CalibrationError
 from calibration.accuracy import OrtPipeline, PipelineParams, make_session
+from calibration.cpu_features import DEFAULT_REDUCE_RANGE, REDUCE_RANGE_MODES, choose_reduce_range
+from calibration.fallback import MAX_FALLBACK_NODES, GateProbe, Quantiser, search_flavour, sensitivity_feeds
 from calibration.lint import lint_trt
-from calibration.quantize import FLAVOURS, METHODS, prepare_for_quantization, quantize_graph
+from calibration.quantize import FLAVOURS, METHODS, prepare_for_quantization
 from calibration.reader import GlobalReader, PartsReader
 from calibration.select import CalibrationSet, select_calibration, stratified_pick, candidates
 from calibration.verdict_gate import GateCriteria, GateResult, run_gate, unverified_record
@@ -64,8 +66,11 @@ class ExportConfig:
     opset: int = DEFAULT_OPSET
     int8: bool = False
     calib: Path | None = None
-    calib_n: int = 64
+    calib_n: int = DEFAULT_CALIB_N
     calib_method: str = "entropy"
+    fallback: bool = DEFAULT_FALLBACK  # calibration.fallback's search when a flavour fails the gate
+    max_fallback_nodes: int = MAX_FALLBACK_NODES
+    reduce_range: str = DEFAULT_REDUCE_RANGE  # cpu flavour: "auto" (7-bit weights without VNNI), "on", "off"
     val: Path | None = None
     max_int8_drop: float = MAX_DROP_POINTS
     min_int8_agreement: float = MIN_AGREEMENT
@@ -81,6 +86,10 @@ class ExportConfig:
             raise ExportError(f"--calib-method must be one of {', '.join(METHODS)}, got {self.calib_method!r}")
         if self.calib_n < 1:
             raise ExportError(f"--calib-n must be >= 1, got {self.calib_n}")
+        if self.reduce_range not in REDUCE_RANGE_MODES:
+            raise ExportError(f"--reduce-range must be one of {', '.join(REDUCE_RANGE_MODES)}, got {self.reduce_range!r}")
+        if self.max_fallback_nodes < 0:
+            raise ExportError(f"max_fallback_nodes must be >= 0, got {self.max_fallback_nodes}")
         try:
             self.gate_criteria()
         except CalibrationError as exc:
@@ -212,26 +221,42 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def quantize_bundle(out: Path, calib: CalibrationSet, method: str, cfg, flavours: tuple[str, ...] = FLAVOURS) -> dict:
-    """Write the INT8 files (global/parts x each flavour) next to the FP32 graphs; lint the TRT ones."""
-    results = {}
+def quantize_bundle(out: Path, calib: CalibrationSet, cfg, config: ExportConfig, probe: GateProbe | None,
+                    log: Callable[[str], None]) -> dict:
+    """Write the INT8 files (global/parts x each flavour) next to the FP32 graphs and lint the TRT ones.
+
+    With a probe (a labelled val split and config.fallback) each flavour goes through calibration.fallback's
+    search; without, the configured method quantises everything, as before the search existed. The cpu
+    flavour's reduce_range comes from config.reduce_range (calibration.cpu_features). Returns
+    {"files": {name: quantisation record}, "reduce_range": the choice, "flavours": {flavour: the manifest's
+    calibration.flavours entry}, "trials": {flavour: every trial of the search}}.
+    """
+    choice = choose_reduce_range(config.reduce_range)
+    if "cpu" in config.int8_flavours:
+        log(f"INT8 cpu flavour: reduce_range {'on' if choice.reduce_range else 'off'} ({choice.reason})")
     g_session = make_session(out / names.model_file("global"))
+    files, flavours, trials = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="mgfen-export-") as tmp:
-        for graph in names.GRAPHS:
-            pre = prepare_for_quantization(out / names.model_file(graph), Path(tmp) / f"{graph}.onnx")
-            reader = (GlobalReader(calib.paths, cfg) if graph == "global"
-                      else PartsReader(calib.paths, cfg, g_session))
-            for flavour in flavours:
+        prepared = {g: prepare_for_quantization(out / names.model_file(g), Path(tmp) / f"{g}.onnx")
+                    for g in names.GRAPHS}
+        readers = {"global": GlobalReader(calib.paths, cfg), "parts": PartsReader(calib.paths, cfg, g_session)}
+        quantiser = Quantiser(prepared, readers, Path(tmp))
+        feeds = sensitivity_feeds(readers) if probe is not None else {}
+        for flavour in config.int8_flavours:
+            res = search_flavour(quantiser, probe, flavour, config.calib_method,
+                                 choice.reduce_range and flavour == "cpu", feeds, config.max_fallback_nodes, log)
+            flavours[flavour], trials[flavour] = res.record(), res.trials
+            for graph, q in res.files.items():
                 dest = out / names.model_file(graph, "int8", flavour)
-                res = quantize_graph(pre, dest, reader, flavour, method, prepared=True).to_dict()
+                shutil.copyfile(q.path, dest)
+                files[dest.name] = {**q.to_dict(), "file": dest.name}
                 if flavour == "trt":
                     problems = lint_trt(onnx.load(str(dest)))
-                    res["lint"] = [str(v) for v in problems]
+                    files[dest.name]["lint"] = [str(v) for v in problems]
                     if problems:
                         raise ExportError(f"{dest.name} breaks TensorRT's Q/DQ rules: {problems[0]} "
                                           f"(+{len(problems) - 1} more)")
-                results[dest.name] = res
-    return results
+    return {"files": files, "reduce_range": choice.to_dict(), "flavours": flavours, "trials": trials}
 
 
 def gate_int8(out: Path, params: PipelineParams, fp32: OrtPipeline, val: Path | None, cfg, classes: tuple[str, ...],
@@ -354,7 +379,9 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
     if calib is not None:
         t0 = time.perf_counter()
         try:
-            report["int8"] = {"files": quantize_bundle(out, calib, config.calib_method, cfg, config.int8_flavours)}
+            probe = (GateProbe(fp32, params, val, classes, thresholds, config.gate_criteria(), config.val_limit)
+                     if config.fallback and val is not None else None)
+            report["int8"] = quantize_bundle(out, calib, cfg, config, probe, log)
         except CalibrationError as exc:
             fail(ExportError(str(exc)))
         report["int8"]["quantize_seconds"] = round(time.perf_counter() - t0, 2)
@@ -363,6 +390,8 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
             for flavour in config.int8_flavours:
                 files[names.model_file(g, "int8", flavour)] = FileEntry(g, "int8", "", flavour)
         calibration = calib.to_manifest(config.calib_method)
+        calibration["reduce_range"] = report["int8"]["reduce_range"]
+        calibration["flavours"] = report["int8"]["flavours"]
         calibration["samples"] = write_samples(out, calib, cfg)
         int8_gate = gate_int8(out, params, fp32, val, cfg, classes, thresholds, config, report["int8"], log, table)
         if int8_gate.failure is not None:

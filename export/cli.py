@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from calibration import DEFAULT_CALIB_N, DEFAULT_FALLBACK
+from calibration.cpu_features import DEFAULT_REDUCE_RANGE, REDUCE_RANGE_MODES
 from edge_runtime import names
 from edge_runtime.bundle.int8_gate import MAX_DROP_POINTS, MIN_AGREEMENT
 from edge_runtime.bundle.manifest import sign_bundle
@@ -19,6 +21,7 @@ Examples:
   mgfen-export ckpt.pt --out bundle --int8 --calib data/train --val data/val
   mgfen-export ckpt.pt --out bundle --int8 --calib data          # dataset root: train/ calibrates,
                                                                  # val/ gates, val/ + test/ kept off
+  mgfen-export ckpt.pt --out bundle --int8 --calib data --no-fallback --reduce-range off
   mgfen-export ckpt.pt --out bundle --sign keys/team.key         # signed (keys: mgfen-keygen)
   mgfen-export bundle --engine --precision int8                  # on the Jetson: engines only
 """
@@ -33,9 +36,16 @@ Examples:
 @click.option("--int8", "int8", is_flag=True, help="Also write INT8 QDQ files (TensorRT and CPU flavours).")
 @click.option("--calib", type=click.Path(path_type=Path), help="Folder of real calibration images "
               "(a dataset root uses its train/ split).")
-@click.option("--calib-n", type=click.IntRange(min=1), default=64, show_default=True, help="Number of calibration images.")
+@click.option("--calib-n", type=click.IntRange(min=1), default=DEFAULT_CALIB_N, show_default=True,
+              help="Most calibration images: the whole train split up to this many, stratified by class.")
 @click.option("--calib-method", type=click.Choice(["entropy", "minmax", "percentile"]), default="entropy",
-              show_default=True, help="Activation range method.")
+              show_default=True, help="Activation range method (the search tries the others when it fails).")
+@click.option("--fallback/--no-fallback", default=DEFAULT_FALLBACK, show_default=True,
+              help="When an INT8 flavour fails the gate: keep its most INT8-sensitive nodes FP32 (the fewest "
+                   "that pass) and try the other calibration methods. Needs labelled val images.")
+@click.option("--reduce-range", type=click.Choice(REDUCE_RANGE_MODES), default=DEFAULT_REDUCE_RANGE,
+              show_default=True, help="CPU flavour: 7-bit weights, onnxruntime's remedy for U8S8 saturation on "
+                                      "x86 without VNNI; auto: on when this machine lacks VNNI.")
 @click.option("--int8-flavours", type=click.Choice(["cpu,trt", "cpu", "trt"]), default="cpu,trt", show_default=True,
               help="Which INT8 files to make: cpu (onnxruntime U8S8, for CPUs) and/or trt (TensorRT QDQ S8S8).")
 @click.option("--val", type=click.Path(path_type=Path), help="Labelled folder (genuine/, counterfeit/) for "
@@ -56,8 +66,9 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @error_boundary
 def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | None, calib_n: int,
-         calib_method: str, int8_flavours: str, val: Path | None, max_int8_drop: float, min_int8_agreement: float,
-         force: bool, engine: bool, precision: str, sign_key: Path | None, as_json: bool) -> None:
+         calib_method: str, fallback: bool, reduce_range: str, int8_flavours: str, val: Path | None,
+         max_int8_drop: float, min_int8_agreement: float, force: bool, engine: bool, precision: str,
+         sign_key: Path | None, as_json: bool) -> None:
     """Export checkpoint SOURCE into a bundle folder; or, with --engine and SOURCE a bundle folder,
     build that bundle's TensorRT engines on this device."""
     def log(msg: str) -> None:
@@ -83,7 +94,8 @@ def main(source: Path, out: Path | None, opset: int, int8: bool, calib: Path | N
         from export.bundle import ExportConfig, export_bundle  # torch is imported here, not for --engine
 
         config = ExportConfig(opset=opset, int8=int8, calib=calib, calib_n=calib_n,
-                              calib_method=calib_method, val=val, max_int8_drop=max_int8_drop,
+                              calib_method=calib_method, fallback=fallback, reduce_range=reduce_range,
+                              val=val, max_int8_drop=max_int8_drop,
                               min_int8_agreement=min_int8_agreement, force=force,
                               int8_flavours=tuple(int8_flavours.split(",")))
         signed: dict = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -13,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from calibration import cpu_features
 from calibration.accuracy import OrtPipeline, PipelineParams
 from calibration.lint import lint_trt
 from calibration.quantize import descendants_of_output
@@ -47,10 +49,15 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(work):
+    """The tiny model exported with both INT8 flavours, on an injected x86 CPU with AVX2 only (no VNNI:
+    the default --reduce-range auto must pick 7-bit weights for the cpu flavour)."""
     root, model, ckpt = work
     out = root / "bundle"
-    res = CliRunner().invoke(main, [str(ckpt), "--out", str(out), "--int8", "--calib", str(root / "data"),
-                                    "--calib-n", "4", "--calib-method", "minmax", "--force", "--json"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu_features, "read_cpu_flags", lambda path="/proc/cpuinfo": frozenset({"sse2", "avx2", "fma"}))
+        mp.setattr(cpu_features, "platform", SimpleNamespace(machine=lambda: "x86_64"))
+        res = CliRunner().invoke(main, [str(ckpt), "--out", str(out), "--int8", "--calib", str(root / "data"),
+                                        "--calib-n", "4", "--calib-method", "minmax", "--force", "--json"])
     assert res.exit_code == 0, res.output
     return out, json.loads(res.stdout[res.stdout.index("{"):])
 
@@ -89,6 +96,52 @@ def test_bundle_layout_and_manifest(work, exported):
     assert gate["images"]["paths"] == [p.relative_to(root / "data" / "val").as_posix() for p in val]
     assert {e["status"] for e in gate["flavours"].values()} <= {"passed", "failed-forced"}
     assert man.int8_gate == gate == json.loads((out / names.REPORT_FILE).read_text())["int8"]["gate"]
+
+
+def _conv_weights(model: onnx.ModelProto) -> list[np.ndarray]:
+    """The int8 weights of the Conv nodes of a QDQ graph (quantised offline or through a Q/DQ pair)."""
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    weights = []
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        dq = producers.get(conv.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = producers.get(dq.input[0])
+        if dq.input[0] in inits:
+            weights.append(inits[dq.input[0]])
+        elif q is not None and q.op_type == "QuantizeLinear":  # trt: a Q/DQ pair on the FP32 weight
+            w, scale = inits[q.input[0]], inits[q.input[1]].reshape(-1, *[1] * (inits[q.input[0]].ndim - 1))
+            weights.append(np.clip(np.round(w / scale), -128, 127).astype(np.int8))
+    return weights
+
+
+def test_cpu_flavour_records_reduce_range_and_the_search(exported):
+    """On a CPU without VNNI (injected) auto picks 7-bit weights for the cpu flavour (onnxruntime's
+    [-64, 64]) and full 8-bit for trt; the manifest records the choice and, per flavour, the method, the
+    nodes kept FP32 and the gate numbers before and after the search."""
+    out, report = exported
+    cal = load_bundle(out).manifest.calibration
+    choice = cal["reduce_range"]
+    assert choice["reduce_range"] is True and choice["mode"] == "auto" and "without VNNI" in choice["reason"]
+    assert choice["cpu_flags"] == ["avx2"] and choice["machine"] == "x86_64"
+    assert cal["flavours"]["cpu"]["reduce_range"] is True and cal["flavours"]["trt"]["reduce_range"] is False
+    for graph in names.GRAPHS:
+        cpu = _conv_weights(onnx.load(str(out / names.model_file(graph, "int8", "cpu"))))
+        trt = _conv_weights(onnx.load(str(out / names.model_file(graph, "int8", "trt"))))
+        assert cpu and max(int(np.abs(w.astype(np.int16)).max()) for w in cpu) == 64
+        assert trt and max(int(np.abs(w.astype(np.int16)).max()) for w in trt) == 127
+        assert report["int8"]["files"][names.model_file(graph, "int8", "cpu")]["reduce_range"] is True
+    gate = report["int8"]["gate"]["flavours"]
+    for flavour, entry in cal["flavours"].items():
+        assert entry["method"] == "minmax" and entry["trials"] == len(report["int8"]["trials"][flavour]) >= 1
+        assert entry["gate_before"]["n"] == gate[flavour]["n"]
+        assert entry["gate_after"]["agreement"] == gate[flavour]["agreement"]
+        kept = [n["node"] for n in entry["kept_fp32"]]
+        files = [report["int8"]["files"][names.model_file(g, "int8", flavour)] for g in names.GRAPHS]
+        assert sorted(kept) == sorted(n for f in files for n in f["fallback_fp32_nodes"])
 
 
 def test_int8_gate_numbers_by_hand(work, exported):
@@ -202,19 +255,22 @@ def negated_logits(src: Path, dest: Path, output: str) -> None:
     onnx.save(model, str(dest))
 
 
-def _fast_int8(monkeypatch, flip: tuple[str, ...] = ()):
+def _fast_int8(monkeypatch, flip: tuple[str, ...] = (), calls: list | None = None):
     """Skip the real quantiser (tested above): INT8 files are FP32 copies, for testing the gate only;
-    the flavours in `flip` get their logits negated (verdicts that differ from FP32's)."""
+    the flavours in `flip` get their logits negated (verdicts that differ from FP32's). `calls` collects
+    (config, calibration set, probe) of each call."""
     import shutil
 
     outputs = {"global": names.GLOBAL_LOGITS, "parts": names.PART_LOGITS}
 
-    def fake(out, calib, method, cfg, flavours):
+    def fake(out, calib, cfg, config, probe, log):
+        if calls is not None:
+            calls.append((config, calib, probe))
         for g in names.GRAPHS:
-            for f in flavours:
+            for f in config.int8_flavours:
                 src, dest = out / names.model_file(g), out / names.model_file(g, "int8", f)
                 negated_logits(src, dest, outputs[g]) if f in flip else shutil.copyfile(src, dest)
-        return {}
+        return {"files": {}, "reduce_range": {}, "flavours": {}, "trials": {}}
 
     monkeypatch.setattr(bundle_mod, "quantize_bundle", fake)
 
@@ -283,6 +339,26 @@ def test_int8_gate_options_and_passing_copies(work, even_ckpt, tmp_path, monkeyp
     res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c"), "--min-int8-agreement", "1.5"])
     assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == \
         "Error: --min-int8-agreement must be in [0, 1], got 1.5"
+
+
+def test_search_is_on_by_default_and_calibrates_on_the_whole_train_split(work, even_ckpt, tmp_path, monkeypatch):
+    """Without --calib-n every train image calibrates (fewer than 512 here); with a val split the search
+    gets a gate probe on it, --no-fallback gives none (the configured method quantises everything)."""
+    root = work[0]
+    calls: list = []
+    _fast_int8(monkeypatch, calls=calls)
+    args = [str(even_ckpt), "--int8", "--calib", str(root / "data")]
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "b"), "--no-fallback", "--reduce-range", "off"])
+    assert res.exit_code == 0, res.output
+    (on, calib, probe), (off, _, no_probe) = calls
+    assert on.fallback and on.reduce_range == "auto" and not off.fallback and off.reduce_range == "off"
+    assert len(calib.images) == len(list_images(root / "data" / "train")) == calib.available
+    assert on.calib_n == 512 and probe is not None and no_probe is None
+    assert len(probe.frames) == len(list_images(root / "data" / "val"))
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c"), "--reduce-range", "maybe"])
+    assert res.exit_code == 2 and "'maybe' is not one of 'auto', 'on', 'off'" in res.output
 
 
 def test_int8_without_val_is_unverified(work, even_ckpt, tmp_path, monkeypatch):

@@ -1,0 +1,235 @@
+"""INT8 that passes the verdict gate: keep the fewest nodes FP32, and try the other calibration methods.
+
+Per INT8 flavour (both graphs together, since the gate judges the whole pipeline):
+1. The configured calibration method (default entropy), everything quantised: gate (calibration.verdict_gate
+   numbers, FP32 scored once). It passes: done, nothing kept FP32.
+2. Rank the quantised nodes of both graphs by the quantisation noise they add (calibration.sensitivity: one
+   run of each QDQ graph on SENSITIVITY_FRAMES calibration frames, not one quantisation per node).
+3. Keep the worst k nodes FP32 for k = 1, 2, 4, ... up to `max_nodes`, re-quantising with the cached
+   calibration ranges (calibration.quantize `ranges`) and gating each; at the first k that passes, bisect
+   between it and the last failing k for the smallest passing prefix (assumes that keeping more nodes FP32
+   does not make the verdicts worse, which holds for the prefixes of one ranking in practice but is not
+   guaranteed: the search may then miss a smaller set, never accept a failing one).
+4. Not rescued within `max_nodes`: the other methods (METHOD_ORDER), each with steps 1-3.
+If nothing passes, the configured method's full INT8 files are kept and the flavour fails the gate as
+without the search (or is kept failed-forced with --force).
+
+Why the fallback comes before the other methods (measured on the demo edge checkpoint, docs/export.md):
+a fallback trial reuses the calibration ranges and costs one quantisation without calibration plus one
+gate pass, while another method costs a new calibration of both graphs first (the slow part of
+quantize_static), and a method change alone rarely fixes one bad layer.
+
+The nodes are picked on the val images the gate then judges, so the gate's pass is optimistic for unseen
+images; the test split (mgfen-scan --labels, benchmarks/bench_int8.py) is the check on that.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from calibration import CalibrationError
+from calibration.accuracy import OrtPipeline, PipelineParams, labelled_images
+from calibration.quantize import METHODS, NEVER_QUANTISED, QuantizeResult, fixed_exclusions, quantize_graph
+from calibration.sensitivity import NodeScore, rank_nodes
+from calibration.verdict_gate import GateCriteria, Scores, compare_verdicts, judge, positive_log_odds
+from edge_runtime import names
+from edge_runtime.preprocess import load_frame
+from edge_runtime.roi import Thresholds
+
+MAX_FALLBACK_NODES = 32  # the most nodes the search keeps FP32 per flavour (both graphs together)
+SENSITIVITY_FRAMES = 8  # calibration frames the per-node noise is measured on
+METHOD_ORDER = ("entropy", "percentile", "minmax")  # the configured method goes first, then these
+GATE_KEYS = ("n", "agreement", "verdicts_changed", "accuracy", "fp32_accuracy", "drop_points", "abs_dp")
+
+
+class GateProbe:
+    """The verdict gate's numbers for candidate INT8 files, on the images run_gate will judge (the same
+    choice: every labelled image of `folder`, at most `limit`, evenly spaced). Frames are prepared once and
+    FP32 is scored once."""
+
+    def __init__(self, fp32: OrtPipeline, params: PipelineParams, folder: Path, classes: tuple[str, ...],
+                 thresholds: Thresholds, criteria: GateCriteria, limit: int | None = None) -> None:
+        items = labelled_images(folder, classes)
+        if limit is not None and len(items) > limit:
+            items = [items[(i * len(items)) // limit] for i in range(limit)]
+        self.params, self.thresholds, self.criteria = params, thresholds, criteria
+        self.frames = [load_frame(p, params.preprocess) for p, _ in items]
+        self.labels = np.array([label for _, label in items], np.int64)
+        self.reference = self.scores(fp32)
+
+    def scores(self, pipe: OrtPipeline) -> Scores:
+        results = [pipe.run_frame(f) for f in self.frames]
+        positive = self.params.positive_index
+        return Scores(np.array([r.probability for r in results], np.float64),
+                      np.array([positive_log_odds(r.logits, positive) for r in results], np.float64),
+                      np.array([int(np.argmax(r.logits)) for r in results], np.int64))
+
+    def check(self, files: dict[str, Path], flavour: str) -> tuple[dict, str | None]:
+        """(gate numbers, None when they pass or one line why not) of the global/parts files {graph: path};
+        the "trt" flavour Q/DQ simulated, as the export's gate scores it."""
+        pipe = OrtPipeline(files["global"], files["parts"], self.params, simulate_qdq=flavour == "trt")
+        numbers = compare_verdicts(self.reference, self.scores(pipe), self.labels, self.thresholds,
+                                   self.params.positive_index)
+        return numbers, judge(numbers, self.criteria)
+
+
+class Quantiser:
+    """Quantises the prepared graphs of one export ({graph: prepared FP32 file}, see
+    calibration.quantize.prepare_for_quantization) into `work`; each (graph, method) is calibrated once
+    (its ranges cached there) and each distinct request is quantised once."""
+
+    def __init__(self, prepared: dict[str, Path], readers: dict, work: Path) -> None:
+        self.prepared, self.readers, self.work = prepared, readers, Path(work)
+        self._done: dict[tuple, QuantizeResult] = {}
+
+    def quantise(self, flavour: str, method: str, reduce_range: bool,
+                 fallback: dict[str, tuple[str, ...]] | None = None) -> dict[str, QuantizeResult]:
+        """{graph: result} with fallback[graph] (node names) kept FP32 on top of the fixed ones."""
+        results = {}
+        for graph, pre in self.prepared.items():
+            nodes = tuple(sorted((fallback or {}).get(graph, ())))
+            key = (graph, flavour, method, reduce_range, nodes)
+            if key not in self._done:
+                dest = self.work / f"{graph}.{flavour}.{method}.{len(self._done)}.onnx"
+                self._done[key] = quantize_graph(pre, dest, self.readers[graph], flavour, method, prepared=True,
+                                                 reduce_range=reduce_range, fallback=nodes,
+                                                 ranges=self.work / f"{graph}.{method}.ranges.json")
+            results[graph] = self._done[key]
+        return results
+
+
+def smallest_passing(trial: Callable[[int], bool], limit: int) -> int | None:
+    """The smallest k in 1..limit with trial(k) true, trying 1, 2, 4, ... (then `limit`) and bisecting
+    below the first k that passes; None when trial(limit) fails too. Each k is tried at most once."""
+    low, k = 0, 1
+    while True:
+        k = min(k, limit)
+        if trial(k):
+            break
+        if k == limit:
+            return None
+        low, k = k, 2 * k
+    high = k
+    while high - low > 1:
+        mid = (low + high) // 2
+        if trial(mid):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+@dataclass
+class FlavourResult:
+    """What the search chose for one flavour: method, reduce_range, the chosen files {graph: result},
+    the nodes kept FP32 (worst first), the gate numbers of the configured method's full INT8 (`before`)
+    and of the chosen files (`after`), whether they pass (None: not gated), and every trial."""
+
+    flavour: str
+    method: str
+    reduce_range: bool
+    files: dict[str, QuantizeResult]
+    kept: tuple[NodeScore, ...] = ()
+    before: dict | None = None
+    after: dict | None = None
+    passed: bool | None = None
+    trials: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def record(self) -> dict:
+        """The manifest's calibration.flavours entry (report.json's adds the trials)."""
+        def short(numbers: dict | None) -> dict | None:
+            return None if numbers is None else {k: numbers[k] for k in GATE_KEYS if k in numbers}
+
+        return {"method": self.method, "reduce_range": self.reduce_range,
+                "kept_fp32": [{"graph": n.graph, "node": n.name, "op_type": n.op_type} for n in self.kept],
+                "gate_before": short(self.before), "gate_after": short(self.after),
+                "searched": len(self.trials) > 1, "trials": len(self.trials), "seconds": round(self.seconds, 1)}
+
+
+def _line(flavour: str, method: str, kept: int, numbers: dict, why: str | None, seconds: float) -> str:
+    return (f"INT8 {flavour} search: {method}, {kept} node(s) FP32: verdicts {100 * numbers['agreement']:.1f}% "
+            f"equal FP32's, drop {numbers['drop_points']:+.2f} pts, |dP| max {numbers['abs_dp']['max']:.2g} "
+            f"-> {'PASS' if why is None else 'FAIL'} ({seconds:.1f} s)")
+
+
+def search_flavour(quantiser: Quantiser, probe: GateProbe | None, flavour: str, method: str, reduce_range: bool,
+                   feeds: dict[str, list[dict]], max_nodes: int = MAX_FALLBACK_NODES,
+                   log: Callable[[str], None] = lambda msg: None) -> FlavourResult:
+    """The search of the module docstring for one flavour. Without a probe (no labelled val images, or
+    the search turned off) the configured method's full INT8 files, ungated. feeds: {graph: a few
+    calibration feeds} for the sensitivity ranking."""
+    t_start = time.perf_counter()
+    first = quantiser.quantise(flavour, method, reduce_range)
+    result = FlavourResult(flavour, method, reduce_range, first)
+    if probe is None:
+        return result
+    methods = [method] + [m for m in METHOD_ORDER if m != method and m in METHODS]
+    # nodes FP32 already (they may still read a Q/DQ pair their quantised neighbour wrote): no candidates
+    fixed = {g: set(fixed_exclusions(onnx.load(str(p), load_external_data=False), flavour))
+             for g, p in quantiser.prepared.items()}
+
+    def trial(m: str, kept: tuple[NodeScore, ...]) -> bool:
+        t0 = time.perf_counter()
+        groups: dict[str, tuple[str, ...]] = {}
+        for node in kept:
+            groups[node.graph] = groups.get(node.graph, ()) + (node.name,)
+        files = quantiser.quantise(flavour, m, reduce_range, groups)
+        numbers, why = probe.check({g: r.path for g, r in files.items()}, flavour)
+        seconds = time.perf_counter() - t0
+        result.trials.append({"method": m, "kept_fp32": len(kept), "agreement": numbers["agreement"],
+                              "drop_points": numbers["drop_points"], "passed": why is None,
+                              "seconds": round(seconds, 2)})
+        log(_line(flavour, m, len(kept), numbers, why, seconds))
+        if result.before is None:
+            result.before = numbers
+        if why is None:
+            result.method, result.files, result.kept, result.after, result.passed = m, files, kept, numbers, True
+        return why is None
+
+    for m in methods:
+        try:
+            if trial(m, ()):
+                break
+        except CalibrationError as exc:  # another method failing is no reason to fail the export
+            if m == method:
+                raise
+            log(f"INT8 {flavour} search: {m} skipped ({exc})")
+            continue
+        full = quantiser.quantise(flavour, m, reduce_range)
+        ranking = tuple(n for n in rank_nodes({g: (quantiser.prepared[g], full[g].path, feeds[g])
+                                               for g in quantiser.prepared})
+                        if n.name not in fixed[n.graph] and n.op_type not in NEVER_QUANTISED)
+        limit = min(max_nodes, len(ranking))
+        if limit and smallest_passing(lambda k: trial(m, ranking[:k]), limit) is not None:
+            break
+    if result.passed is None:  # nothing passed: the configured method's full INT8, as without the search
+        result.passed, result.after = False, result.before
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def sensitivity_feeds(readers: dict, frames: int = SENSITIVITY_FRAMES) -> dict[str, list[dict]]:
+    """The first `frames` feeds of each graph's calibration reader ({graph: reader with get_next/rewind})."""
+    feeds: dict[str, list[dict]] = {}
+    for graph, reader in readers.items():
+        reader.rewind()
+        feeds[graph] = []
+        while len(feeds[graph]) < frames:
+            feed = reader.get_next()
+            if feed is None:
+                break
+            feeds[graph].append(feed)
+        reader.rewind()
+    return feeds
+
+
+def graph_files(results: dict[str, FlavourResult]) -> dict[str, Path]:
+    """{bundle file name: chosen file} of every flavour's results (names.model_file)."""
+    return {names.model_file(g, "int8", f): r.path for f, res in results.items() for g, r in res.files.items()}
