@@ -379,7 +379,7 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
     if calib is not None:
         t0 = time.perf_counter()
         try:
-            probe = (GateProbe(fp32, params, val, classes, thresholds, config.gate_criteria(), config.val_limit)
+            probe = (GateProbe(fp32, params, val, classes, thresholds, config.gate_criteria(), config.val_limit, table)
                      if config.fallback and val is not None else None)
             report["int8"] = quantize_bundle(out, calib, cfg, config, probe, log)
         except CalibrationError as exc:

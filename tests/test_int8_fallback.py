@@ -277,3 +277,47 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert read_cpu_flags(tmp_path / "missing") == frozenset()
     with pytest.raises(CalibrationError, match="--reduce-range must be one of auto, on, off"):
         choose_reduce_range("sometimes", frozenset(), "x86_64")
+
+
+class _FeaturePipe:
+    """A stand-in pipeline: every frame P(counterfeit) 0.9 (argmax counterfeit) and pooled features `feats`
+    [N,D] in frame order."""
+
+    def __init__(self, feats: np.ndarray) -> None:
+        self.feats, self.i = feats, 0
+
+    def run_frame(self, frame):
+        from calibration.accuracy import FrameResult
+
+        f = self.feats[self.i % len(self.feats)]
+        self.i += 1
+        return FrameResult(np.array([0.0, np.log(9.0)]), 0.9, np.zeros((0, 4)), np.zeros(0), f.astype(np.float32))
+
+
+def test_the_search_judges_unknown_decisions_as_the_export_gate_does(tmp_path):
+    """With the bundle's novelty table the probe scores each pipeline's pooled features: an INT8 pipeline
+    whose features drift past the threshold on some frames changes those verdicts (unknown in one
+    precision only), as in run_gate, and fails; without the table the same pipeline passes."""
+    from edge_runtime.novelty import fit_novelty
+
+    for ci, (cls, colour) in enumerate((("genuine", "red"), ("counterfeit", "blue"))):
+        (tmp_path / cls).mkdir()
+        for i in range(4):
+            cv2.imwrite(str(tmp_path / cls / f"{i}.png"), make_image(colour, 128, 128, seed=10 * ci + i))
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(40, 8)) + 5.0
+    table = fit_novelty(train, None)
+    n = 8
+    ref = train[:n].copy()
+    drift = ref.copy()
+    drift[: n // 2] = rng.normal(size=(n // 2, 8)) * 5.0  # far from the train features: unknown
+    params = PipelineParams(CFG, 1.0, False, 1)
+    with_table = GateProbe(_FeaturePipe(ref), params, tmp_path, names.CLASS_NAMES,
+                           Thresholds(0.3, 0.7), GateCriteria(), novelty=table)
+    assert with_table.reference.novelty is not None
+    numbers, why = with_table.judge(_FeaturePipe(drift))
+    assert numbers["novelty"]["unknown_changed"] >= n // 2 - 1 and why is not None
+    without = GateProbe(_FeaturePipe(ref), params, tmp_path, names.CLASS_NAMES,
+                        Thresholds(0.3, 0.7), GateCriteria())
+    numbers, why = without.judge(_FeaturePipe(drift))
+    assert numbers["agreement"] == 1.0 and why is None
