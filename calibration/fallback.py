@@ -19,7 +19,7 @@ Why the fallback comes before the other methods, measured on the demo edge check
 ranges, one quantisation of both graphs without calibration plus one gate pass, 6-9 s; another method
 needs a new calibration of both graphs first (the slow part of quantize_static), 72 s with its gate at 64
 calibration images and about 3x that at 206. The whole doubling search up to 32 nodes (7 trials, 51 s)
-costs less than one method change. On that checkpoint with 8-bit weights the fallback did not help and
+costs less than one method change (7 trials to 32 nodes then; the cap is 16 now). On that checkpoint with 8-bit weights the fallback did not help and
 percentile did: the error was U8S8 saturation (calibration.cpu_features), which the simulated ranking does
 not see; with reduce_range the full INT8 passes at once.
 
@@ -46,7 +46,10 @@ from edge_runtime import names
 from edge_runtime.preprocess import load_frame
 from edge_runtime.roi import Thresholds
 
-MAX_FALLBACK_NODES = 32  # the most nodes the search keeps FP32 per flavour (both graphs together)
+# The most nodes the search keeps FP32 per flavour (both graphs together). Beyond it INT8 stops paying:
+# on the demo edge model 8 nodes FP32 cost 1.10x the full INT8 time and 32 nodes 1.50x (1.07x faster than
+# FP32 left; benchmarks/bench_int8.py --keep, docs/results/demo.md).
+MAX_FALLBACK_NODES = 16
 SENSITIVITY_FRAMES = 8  # calibration frames the per-node noise is measured on
 METHOD_ORDER = ("entropy", "percentile", "minmax")  # the configured method goes first, then these
 GATE_KEYS = ("n", "agreement", "verdicts_changed", "accuracy", "fp32_accuracy", "drop_points", "abs_dp")
