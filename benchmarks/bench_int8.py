@@ -12,11 +12,12 @@ What it does:
    FP32-fallback search on (calibration.fallback; --no-fallback turns it off); prints this CPU's flags and
    the reduce_range choice, and per flavour the method, the nodes kept FP32 and the gate before/after;
 4. the CPU flavour once more without any fallback ("int8_cpu_full": the configured method, everything
-   quantised, the same reduce_range and calibration images), to price the fallback;
-5. accuracy: FP32 vs INT8 (cpu with and without the fallback, trt) on the test split through the runtime path;
-6. speed: global + parts graphs per frame, FP32, INT8-cpu full and INT8-cpu with the fallback, sessions with
-   the same intra_op_num_threads, interleaved round by round so all see the same machine load; prints
-   min/median and the ratios.
+   quantised, the same reduce_range and calibration images) and with the --keep K most INT8-sensitive nodes
+   kept FP32 ("int8_cpu_keepK", listed), to price the bundle's fallback and bigger ones;
+5. accuracy: FP32 vs those INT8 variants and the trt flavour on the test split through the runtime path;
+6. speed: global + parts graphs per frame, FP32 and every INT8-cpu variant, sessions with the same
+   intra_op_num_threads, interleaved round by round so all see the same machine load; prints min/median
+   and the ratios.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ import torch
 
 from calibration.accuracy import OrtPipeline, PipelineParams, compare_precisions, make_session
 from calibration.cpu_features import choose_reduce_range
-from calibration.quantize import prepare_for_quantization, quantize_graph
+from calibration.fallback import Quantiser, by_graph, candidates, sensitivity_feeds
+from calibration.quantize import prepare_for_quantization
 from calibration.reader import GlobalReader, PartsReader
 from edge_runtime import names
-from edge_runtime.bundle.manifest import load_bundle
+from edge_runtime.bundle.manifest import load_bundle, sha256_file
 from edge_runtime.preprocess import global_input, list_images, load_frame
 from edge_runtime.roi import crop_rois
 from export.bundle import ExportConfig, export_model
@@ -87,9 +89,11 @@ def time_pipeline(sessions, feeds) -> float:
     return time.perf_counter() - t0
 
 
-def full_int8_cpu(bundle_dir: Path, man, data: Path, out: Path) -> dict[str, Path]:
-    """The bundle's CPU flavour made again with nothing kept FP32 by the search: the method the manifest
-    records as configured, its reduce_range and its calibration images. {graph: path} under `out`."""
+def cpu_variants(bundle_dir: Path, man, data: Path, out: Path, keep: list[int]) -> dict[str, dict[str, Path]]:
+    """The bundle's CPU flavour made again with nothing kept FP32 by the search ("int8_cpu_full": the
+    configured method the manifest records, its reduce_range and calibration images) and, for each k in
+    `keep`, with the k worst nodes of calibration.fallback's ranking kept FP32 ("int8_cpu_keepK", what a
+    search that needed k nodes would ship). {name: {graph: path}}, files under `out`."""
     cal = man.calibration
     cfg = man.preprocess
     root = data / "train" if (data / "train").is_dir() else data
@@ -97,13 +101,20 @@ def full_int8_cpu(bundle_dir: Path, man, data: Path, out: Path) -> dict[str, Pat
     out.mkdir(parents=True, exist_ok=True)
     readers = {"global": GlobalReader(paths, cfg),
                "parts": PartsReader(paths, cfg, make_session(bundle_dir / man.file_for("global", "fp32")))}
-    files = {}
-    for graph in names.GRAPHS:
-        pre = prepare_for_quantization(bundle_dir / man.file_for(graph, "fp32"), out / f"{graph}.pre.onnx")
-        files[graph] = quantize_graph(pre, out / names.model_file(graph, "int8", "cpu"), readers[graph], "cpu",
-                                      cal["method"], prepared=True,
-                                      reduce_range=bool(cal["flavours"]["cpu"]["reduce_range"])).path
-    return files
+    prepared = {g: prepare_for_quantization(bundle_dir / man.file_for(g, "fp32"), out / f"{g}.pre.onnx")
+                for g in names.GRAPHS}
+    quantiser = Quantiser(prepared, readers, out)
+    method, reduce_range = cal["method"], bool(cal["flavours"]["cpu"]["reduce_range"])
+    variants = {"int8_cpu_full": {g: r.path for g, r in quantiser.quantise("cpu", method, reduce_range).items()}}
+    if keep:
+        ranking = candidates(quantiser, "cpu", method, reduce_range, sensitivity_feeds(readers))
+        for k in keep:
+            kept = ranking[:k]
+            files = quantiser.quantise("cpu", method, reduce_range, by_graph(kept))
+            variants[f"int8_cpu_keep{k}"] = {g: r.path for g, r in files.items()}
+            print(f"int8_cpu_keep{k}: " + ", ".join(f"{n.graph}/{n.name} ({n.op_type}, NSR {n.nsr:.3g})"
+                                                  for n in kept))
+    return variants
 
 
 def measure_speed(variants: dict[str, dict[str, Path]], man, data: Path, args):
@@ -136,9 +147,10 @@ def speed_table(speed: dict) -> str:
         if k != "fp32":
             rows.append(f"{k} speed-up vs FP32: {fp32['median_ms'] / speed[k]['median_ms']:.2f}x median, "
                         f"{fp32['min_ms'] / speed[k]['min_ms']:.2f}x best-of")
-    if "int8_cpu_full" in speed and "int8_cpu" in speed:
-        rows.append(f"the fallback costs: int8_cpu / int8_cpu_full median "
-                    f"{speed['int8_cpu']['median_ms'] / speed['int8_cpu_full']['median_ms']:.2f}x")
+    full = speed.get("int8_cpu_full")
+    for k in speed:
+        if full is not None and k not in ("fp32", "int8_cpu_full"):
+            rows.append(f"the fallback costs: {k} / int8_cpu_full median {speed[k]['median_ms'] / full['median_ms']:.2f}x")
     return "\n".join(rows)
 
 
@@ -155,13 +167,17 @@ def search_summary(man) -> list[str]:
     return lines
 
 
-def bundle_variants(bundle_dir: Path, man, full: dict[str, Path] | None) -> dict[str, dict[str, Path]]:
-    """{name: {graph: file}}: fp32, int8_cpu_full (when made), int8_cpu (the bundle's, with its fallback)."""
-    variants = {"fp32": {g: bundle_dir / man.file_for(g, "fp32") for g in names.GRAPHS}}
-    if full is not None:
-        variants["int8_cpu_full"] = full
-    variants["int8_cpu"] = {g: bundle_dir / man.file_for(g, "int8", "cpu") for g in names.GRAPHS}
-    return variants
+def bundle_variants(bundle_dir: Path, man, extra: dict[str, dict[str, Path]]) -> dict[str, dict[str, Path]]:
+    """{name: {graph: file}}: fp32, the `extra` ones (cpu_variants), int8_cpu (the bundle's, with its
+    fallback) unless its files are byte for byte one of the extra variants (then timing it twice would
+    only measure the noise)."""
+    bundle = {g: bundle_dir / man.file_for(g, "int8", "cpu") for g in names.GRAPHS}
+    digest = {g: sha256_file(p) for g, p in bundle.items()}
+    same = [k for k, v in extra.items() if all(sha256_file(v[g]) == digest[g] for g in names.GRAPHS)]
+    if same:
+        print(f"int8_cpu (the bundle's files) = {same[0]}: timed once")
+    return {"fp32": {g: bundle_dir / man.file_for(g, "fp32") for g in names.GRAPHS}, **extra,
+            **({} if same else {"int8_cpu": bundle})}
 
 
 def main() -> None:
@@ -177,8 +193,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra_op_num_threads (and torch)")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--val-limit", type=int, default=20)
+    ap.add_argument("--keep", type=int, nargs="*", default=[8, 32],
+                    help="also time the CPU flavour with this many of the most INT8-sensitive nodes kept FP32")
     ap.add_argument("--speed-only", action="store_true",
-                    help="reuse OUT/bundle (and OUT/full) from an earlier run and only time the variants")
+                    help="reuse OUT/bundle from an earlier run and only time FP32 vs its INT8-cpu files")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -190,10 +208,7 @@ def main() -> None:
     print(f"CPU: {choice.machine}, flags {flags}; reduce_range auto -> {choice.reduce_range} ({choice.reason})")
     if args.speed_only:
         man = load_bundle(bundle_dir).manifest
-        full = {g: out / "full" / names.model_file(g, "int8", "cpu") for g in names.GRAPHS}
-        print(speed_table(measure_speed(bundle_variants(bundle_dir, man, full if all(p.is_file() for p in
-                                                                                      full.values()) else None),
-                                        man, data, args)))
+        print(speed_table(measure_speed(bundle_variants(bundle_dir, man, {}), man, data, args)))
         return
     model, info, source = get_model(args, data)
     info = {k: v for k, v in info.items() if v is not None}
@@ -208,9 +223,8 @@ def main() -> None:
     cfg = man.preprocess
     params = PipelineParams(cfg, man.global_weight, man.use_parts, man.positive_index)
     t0 = time.perf_counter()
-    full = full_int8_cpu(bundle_dir, man, data, out / "full")
+    variants = bundle_variants(bundle_dir, man, cpu_variants(bundle_dir, man, data, out / "cpu_variants", args.keep))
     full_s = time.perf_counter() - t0
-    variants = bundle_variants(bundle_dir, man, full)
 
     pipes = {k: OrtPipeline(v["global"], v["parts"], params, args.threads) for k, v in variants.items()}
     pipes["int8_trt"] = OrtPipeline(bundle_dir / man.file_for("global", "int8", "trt"),
@@ -225,7 +239,7 @@ def main() -> None:
     result = {
         "model": source, "threads": args.threads, "test_images": acc["n"],
         "quantize_seconds": report["int8"]["quantize_seconds"], "export_seconds": round(export_s, 1),
-        "full_int8_cpu_seconds": round(full_s, 1), "accuracy_seconds": round(acc_s, 1),
+        "cpu_variants_seconds": round(full_s, 1), "accuracy_seconds": round(acc_s, 1),
         "calibration": {"n": args.calib_n, "method": args.calib_method,
                         "reduce_range": man.calibration["reduce_range"],
                         "flavours": man.calibration.get("flavours")},
@@ -239,13 +253,13 @@ def main() -> None:
     print(f"\nparity: ONNX vs torch max prob error {result['parity']['graph_max_prob_err']:.2e}; "
           f"runtime path {result['parity']['runtime_max_prob_err']:.2e}")
     print(f"quantisation (4 files, {args.calib_n} images, {args.calib_method}, search "
-          f"{'off' if args.no_fallback else 'on'}): {result['quantize_seconds']} s; full INT8 cpu again {full_s:.1f} s")
+          f"{'off' if args.no_fallback else 'on'}): {result['quantize_seconds']} s; the other INT8-cpu variants {full_s:.1f} s")
     print("\n".join(["search per flavour:"] + search_summary(man)))
-    print(f"{'':14s} {'accuracy':>9s} {'drop pts':>9s} {'agreement':>10s} {'global+parts median ms':>23s}")
+    print(f"{'':16s} {'accuracy':>9s} {'drop pts':>9s} {'agreement':>10s} {'global+parts median ms':>23s}")
     for k in pipes:
         a = acc[k]
         ms = speed.get(k, {}).get("median_ms", float("nan"))
-        print(f"{k:14s} {a['accuracy']:9.4f} {0.0 - a['delta_points']:9.2f} {a['agreement']:10.3f} {ms:23.1f}")
+        print(f"{k:16s} {a['accuracy']:9.4f} {0.0 - a['delta_points']:9.2f} {a['agreement']:10.3f} {ms:23.1f}")
     print(f"speed ({args.threads} threads, interleaved):")
     print(speed_table(speed))
 

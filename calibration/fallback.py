@@ -14,10 +14,14 @@ Per INT8 flavour (both graphs together, since the gate judges the whole pipeline
 If nothing passes, the configured method's full INT8 files are kept and the flavour fails the gate as
 without the search (or is kept failed-forced with --force).
 
-Why the fallback comes before the other methods (measured on the demo edge checkpoint, docs/export.md):
-a fallback trial reuses the calibration ranges and costs one quantisation without calibration plus one
-gate pass, while another method costs a new calibration of both graphs first (the slow part of
-quantize_static), and a method change alone rarely fixes one bad layer.
+Why the fallback comes before the other methods, measured on the demo edge checkpoint (2-core AVX2 CPU,
+64 calibration and 64 val images, docs/results/demo.md): a fallback trial reuses the cached calibration
+ranges, one quantisation of both graphs without calibration plus one gate pass, 6-9 s; another method
+needs a new calibration of both graphs first (the slow part of quantize_static), 72 s with its gate at 64
+calibration images and about 3x that at 206. The whole doubling search up to 32 nodes (7 trials, 51 s)
+costs less than one method change (7 trials to 32 nodes then; the cap is 16 now). On that checkpoint with 8-bit weights the fallback did not help and
+percentile did: the error was U8S8 saturation (calibration.cpu_features), which the simulated ranking does
+not see; with reduce_range the full INT8 passes at once.
 
 The nodes are picked on the val images the gate then judges, so the gate's pass is optimistic for unseen
 images; the test split (mgfen-scan --labels, benchmarks/bench_int8.py) is the check on that.
@@ -43,7 +47,10 @@ from edge_runtime.novelty import NoveltyTable
 from edge_runtime.preprocess import load_frame
 from edge_runtime.roi import Thresholds
 
-MAX_FALLBACK_NODES = 32  # the most nodes the search keeps FP32 per flavour (both graphs together)
+# The most nodes the search keeps FP32 per flavour (both graphs together). Beyond it INT8 stops paying:
+# on the demo edge model 8 nodes FP32 cost 1.10x the full INT8 time and 32 nodes 1.50x (1.07x faster than
+# FP32 left; benchmarks/bench_int8.py --keep, docs/results/demo.md).
+MAX_FALLBACK_NODES = 16
 SENSITIVITY_FRAMES = 8  # calibration frames the per-node noise is measured on
 METHOD_ORDER = ("entropy", "percentile", "minmax")  # the configured method goes first, then these
 GATE_KEYS = ("n", "agreement", "verdicts_changed", "accuracy", "fp32_accuracy", "drop_points", "abs_dp")
@@ -173,6 +180,26 @@ def _line(flavour: str, method: str, kept: int, numbers: dict, why: str | None, 
             f"-> {'PASS' if why is None else 'FAIL'} ({seconds:.1f} s)")
 
 
+def by_graph(nodes: tuple[NodeScore, ...]) -> dict[str, tuple[str, ...]]:
+    """{graph: node names} of ranked nodes, for Quantiser.quantise's `fallback`."""
+    groups: dict[str, tuple[str, ...]] = {}
+    for node in nodes:
+        groups[node.graph] = groups.get(node.graph, ()) + (node.name,)
+    return groups
+
+
+def candidates(quantiser: Quantiser, flavour: str, method: str, reduce_range: bool,
+               feeds: dict[str, list[dict]]) -> tuple[NodeScore, ...]:
+    """The nodes the search may keep FP32, worst first (calibration.sensitivity on the full INT8 graphs).
+    Nodes the flavour keeps FP32 anyway (heatmap tail, TensorRT stem, Softmax) are left out: they may
+    still read a Q/DQ pair a quantised neighbour wrote, but keeping them FP32 changes nothing."""
+    full = quantiser.quantise(flavour, method, reduce_range)
+    fixed = {g: set(fixed_exclusions(onnx.load(str(p), load_external_data=False), flavour))
+             for g, p in quantiser.prepared.items()}
+    ranking = rank_nodes({g: (quantiser.prepared[g], full[g].path, feeds[g]) for g in quantiser.prepared})
+    return tuple(n for n in ranking if n.name not in fixed[n.graph] and n.op_type not in NEVER_QUANTISED)
+
+
 def search_flavour(quantiser: Quantiser, probe: GateProbe | None, flavour: str, method: str, reduce_range: bool,
                    feeds: dict[str, list[dict]], max_nodes: int = MAX_FALLBACK_NODES,
                    log: Callable[[str], None] = lambda msg: None) -> FlavourResult:
@@ -185,16 +212,10 @@ def search_flavour(quantiser: Quantiser, probe: GateProbe | None, flavour: str, 
     if probe is None:
         return result
     methods = [method] + [m for m in METHOD_ORDER if m != method and m in METHODS]
-    # nodes FP32 already (they may still read a Q/DQ pair their quantised neighbour wrote): no candidates
-    fixed = {g: set(fixed_exclusions(onnx.load(str(p), load_external_data=False), flavour))
-             for g, p in quantiser.prepared.items()}
 
     def trial(m: str, kept: tuple[NodeScore, ...]) -> bool:
         t0 = time.perf_counter()
-        groups: dict[str, tuple[str, ...]] = {}
-        for node in kept:
-            groups[node.graph] = groups.get(node.graph, ()) + (node.name,)
-        files = quantiser.quantise(flavour, m, reduce_range, groups)
+        files = quantiser.quantise(flavour, m, reduce_range, by_graph(kept))
         numbers, why = probe.check({g: r.path for g, r in files.items()}, flavour)
         seconds = time.perf_counter() - t0
         result.trials.append({"method": m, "kept_fp32": len(kept), "agreement": numbers["agreement"],
@@ -216,10 +237,7 @@ def search_flavour(quantiser: Quantiser, probe: GateProbe | None, flavour: str, 
                 raise
             log(f"INT8 {flavour} search: {m} skipped ({exc})")
             continue
-        full = quantiser.quantise(flavour, m, reduce_range)
-        ranking = tuple(n for n in rank_nodes({g: (quantiser.prepared[g], full[g].path, feeds[g])
-                                               for g in quantiser.prepared})
-                        if n.name not in fixed[n.graph] and n.op_type not in NEVER_QUANTISED)
+        ranking = candidates(quantiser, flavour, m, reduce_range, feeds)
         limit = min(max_nodes, len(ranking))
         if limit and smallest_passing(lambda k: trial(m, ranking[:k]), limit) is not None:
             break
