@@ -45,6 +45,7 @@ from train.evaluate.ood import wilson  # noqa: E402
 BLANK_LEVELS = (0, 8, 64, 128, 192, 255)  # flat frames: a lens cap (0), dark, mid and bright grey, white
 BLUR_SIGMA = 12.0  # px at the photo's own size: a frame taken far out of focus
 OTHER_PER_DATASET = 60  # test images taken from each other dataset as out-of-domain frames
+GATES = ("", "_nogate")  # each scan with the quality gate on (mgfen-scan's default) and with --no-gate
 
 
 def link_split(data: Path, index, split: str, dst: Path) -> Path:
@@ -138,9 +139,9 @@ def test_gate(bundle: Path, test_dir: Path) -> dict:
             for f, n in result.record["flavours"].items()}
 
 
-def scan(bundle: Path, folder: Path, events: Path, precision: str | None, labels: bool) -> dict:
-    """mgfen-scan run over `folder` (cached in `events`); returns {"answers": {item: answer}, "summary"}, answer
-    = a verdict or "retake" (the frame never passed the quality gate)."""
+def scan(bundle: Path, folder: Path, events: Path, precision: str | None, labels: bool, gate: str = "") -> dict:
+    """mgfen-scan run over `folder` (cached in `events`; gate "_nogate" adds --no-gate); returns {"answers":
+    {item: answer}, "summary"}, answer = a verdict or "retake" (the frame never passed the quality gate)."""
     summary_path = events.with_suffix(".summary.json")
     if not summary_path.is_file():
         events.unlink(missing_ok=True)
@@ -149,6 +150,7 @@ def scan(bundle: Path, folder: Path, events: Path, precision: str | None, labels
                "--no-prefetch", "--session-frames", "1", "--min-frames", "1"]
         cmd += ["--precision", precision] if precision else []
         cmd += ["--labels", str(folder)] if labels else []
+        cmd += ["--no-gate"] if gate else []
         run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         if run.returncode != 0:
             raise SystemExit(f"mgfen-scan failed on {folder}: {run.stderr.strip().splitlines()[-1:]}")
@@ -202,27 +204,32 @@ def run_split(name: str, data: Path, seed: int, runs: Path, out: Path, others: d
     result = {"dataset": name, "seed": seed, "images": {s: len(index.split(s)) for s in dirs},
               "thresholds": manifest.get("thresholds"), "export": {
                   "gate_val": {f: {k: g.get(k) for k in ("status", "agreement", "drop_points", "n")} for f, g in gate_val.items()},
-                  "fallback": {f: g.get("fallback") for f, g in gate_val.items() if g.get("fallback")},
+                  "search": (manifest.get("calibration") or {}).get("flavours", {}),
                   "seconds": report.get("bench_export_seconds")}}
     result["int8_test"] = test_gate(bundle, dirs["test"])
     log("  INT8 on test: " + ", ".join(f"{f} verdicts {100 * g['agreement']:.1f}% equal, drop {g['drop_points']:+.2f}"
                                       for f, g in result["int8_test"].items()))
-    result["scan"] = {}
-    for precision in ("fp32", None):
-        s = scan(bundle, dirs["test"], work / f"scan_test_{precision or 'auto'}.jsonl", precision, labels=True)
-        result["scan"][precision or "auto"] = {**scan_accuracy(s["answers"], dirs["test"]),
-                                               "backends": s["summary"].get("backends")}
-    auto = scan(bundle, dirs["test"], work / "scan_test_auto.jsonl", None, labels=True)["answers"]
-    result["false_refusal"] = {**refusal(auto), "unknown_rate": sum(a == "unknown" for a in auto.values()) / max(1, len(auto))}
+    result["scan"], result["false_refusal"], result["refusal"] = {}, {}, {}
     ood_sets = {f"{other} test": pick_images(folder, OTHER_PER_DATASET, work / f"ood_{other}")
                 for other, folder in others.items()}
     ood_sets.update({d.name: d for d in ood})
     ood_sets["blank frames"] = blank_frames(out / "blank")
     ood_sets["defocused own test"] = defocused(dirs["test"], work / "defocused")
-    result["refusal"] = {k: refusal(scan(bundle, v, work / f"scan_ood_{k.replace(' ', '_')}.jsonl", None, False)["answers"])
-                         for k, v in ood_sets.items()}
-    log("  refused: " + ", ".join(f"{k} {100 * r['rate']:.0f}% of {r['n']}" for k, r in result["refusal"].items())
-        + f"; in-domain unknown {100 * result['false_refusal']['unknown_rate']:.1f}%")
+    for gate in GATES:  # "": the quality gate on (the scanner's default); "_nogate": every frame classified
+        for precision in ("fp32", None):
+            s = scan(bundle, dirs["test"], work / f"scan_test_{precision or 'auto'}{gate}.jsonl", precision, True, gate)
+            result["scan"][f"{precision or 'auto'}{gate}"] = {**scan_accuracy(s["answers"], dirs["test"]),
+                                                              "backends": s["summary"].get("backends")}
+        auto = scan(bundle, dirs["test"], work / f"scan_test_auto{gate}.jsonl", None, True, gate)["answers"]
+        result["false_refusal"][gate or "gate"] = {
+            **refusal(auto), "unknown_rate": sum(a == "unknown" for a in auto.values()) / max(1, len(auto))}
+        result["refusal"][gate or "gate"] = {
+            k: refusal(scan(bundle, v, work / f"scan_ood_{k.replace(' ', '_')}{gate}.jsonl", None, False, gate)["answers"])
+            for k, v in ood_sets.items()}
+        log(f"  refused ({'quality gate on' if not gate else 'no quality gate'}): "
+            + ", ".join(f"{k} {100 * r['rate']:.0f}% of {r['n']}" for k, r in result["refusal"][gate or "gate"].items())
+            + f"; in-domain unknown {100 * result['false_refusal'][gate or 'gate']['unknown_rate']:.1f}%, "
+              f"retake {result['false_refusal'][gate or 'gate']['retake']} of {result['false_refusal'][gate or 'gate']['n']}")
     return result
 
 
@@ -234,36 +241,42 @@ def markdown(results: list[dict], header: str) -> str:
     """The tables of OUT/field.md."""
     lines = [header, "", "INT8 against FP32 on the test split (verdicts at the bundle's thresholds; the export gate "
              "ran on val):", "",
-             "| dataset | split | test images | thresholds | gate on val (cpu / trt) | FP32 fallback | cpu: verdicts equal, "
+             "| dataset | split | test images | thresholds | gate on val (cpu / trt) | calibration, nodes kept FP32 | cpu: verdicts equal, "
              "accuracy drop | trt: verdicts equal, accuracy drop |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         th = r["thresholds"] or {}
         gv = r["export"]["gate_val"]
-        fb = "; ".join(f"{f}: {len(v.get('kept_fp32', []))} nodes" for f, v in r["export"]["fallback"].items()) or "-"
+        fb = "; ".join(f"{f}: {v.get('method')}, {len(v.get('kept_fp32', []))} nodes" + (" (7-bit)" if v.get("reduce_range") else "")
+                       for f, v in sorted(r["export"]["search"].items())) or "-"
         cells = [f"{_pct(r['int8_test'][f]['agreement'])}%, {r['int8_test'][f]['drop_points']:+.2f} pts"
                  if f in r["int8_test"] else "-" for f in ("cpu", "trt")]
         lines.append(f"| {r['dataset']} | {r['seed']} | {r['images']['test']} | {th.get('genuine_at', 0):.3g} / "
                      f"{th.get('counterfeit_at', 0):.3g} | {gv.get('cpu', {}).get('status')} / {gv.get('trt', {}).get('status')} "
                      f"| {fb} | {cells[0]} | {cells[1]} |")
-    lines += ["", "mgfen-scan on the test split (uncertain, unknown and retakes count as wrong):", "",
-              "| dataset | split | FP32 accuracy % (coverage %) | auto precision accuracy % (coverage %) | auto runs | "
-              "in-domain answered unknown |", "|---|---|---|---|---|---|"]
+    lines += ["", "mgfen-scan on the test split, accuracy % (coverage %); uncertain, unknown and retakes count as "
+              "wrong; with the quality gate (the default) and with --no-gate:", "",
+              "| dataset | split | FP32 | auto precision | FP32, --no-gate | auto, --no-gate | auto runs | "
+              "test answered unknown (no gate) | test sent for a retake (gate) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        f, a = r["scan"]["fp32"], r["scan"]["auto"]
-        lines.append(f"| {r['dataset']} | {r['seed']} | {_pct(f['accuracy'])} ({_pct(f['coverage'])}) | "
-                     f"{_pct(a['accuracy'])} ({_pct(a['coverage'])}) | {', '.join(a.get('backends') or [])} | "
-                     f"{r['false_refusal']['unknown']} of {r['false_refusal']['n']} ({_pct(r['false_refusal']['unknown_rate'])}%) |")
-    sets = list(dict.fromkeys(k for r in results for k in r["refusal"]))
-    lines += ["", "Out-of-domain frames refused (answered unknown or sent for a retake), % [95% CI] of n; the "
-              "rest got genuine / counterfeit / uncertain:", "",
-              "| dataset | split | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+        sc, fr = r["scan"], r["false_refusal"]
+        cells = [f"{_pct(sc[k]['accuracy'])} ({_pct(sc[k]['coverage'])})" for k in ("fp32", "auto", "fp32_nogate", "auto_nogate")]
+        runs = ", ".join(b.split(":")[-1] for b in sc["auto"].get("backends") or [])
+        lines.append(f"| {r['dataset']} | {r['seed']} | " + " | ".join(cells) + f" | {runs} | "
+                     f"{fr['_nogate']['unknown']} of {fr['_nogate']['n']} ({_pct(fr['_nogate']['unknown_rate'])}%) | "
+                     f"{fr['gate']['retake']} of {fr['gate']['n']} |")
+    sets = list(dict.fromkeys(k for r in results for k in r["refusal"]["gate"]))
+    lines += ["", "Out-of-domain frames refused, % [95% CI] of n (confident genuine / counterfeit answers in brackets): "
+              "with the quality gate, answered unknown or sent for a retake; with --no-gate, answered unknown (the "
+              "novelty score alone):", "",
+              "| dataset | split | gate | " + " | ".join(sets) + " |", "|---|---|---|" + "---|" * len(sets)]
     for r in results:
-        cells = []
-        for k in sets:
-            x = r["refusal"].get(k)
-            cells.append("-" if x is None else f"{_pct(x['rate'])} [{_pct(x['ci95'][0])}, {_pct(x['ci95'][1])}] of "
-                         f"{x['n']} ({x['confident']} confident)")
-        lines.append(f"| {r['dataset']} | {r['seed']} | " + " | ".join(cells) + " |")
+        for gate in ("gate", "_nogate"):
+            cells = []
+            for k in sets:
+                x = r["refusal"][gate].get(k)
+                cells.append("-" if x is None else f"{_pct(x['rate'])} [{_pct(x['ci95'][0])}, {_pct(x['ci95'][1])}] of "
+                             f"{x['n']} ({x['confident']})")
+            lines.append(f"| {r['dataset']} | {r['seed']} | {'on' if gate == 'gate' else 'off'} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

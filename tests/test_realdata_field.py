@@ -70,11 +70,15 @@ def test_field_benchmark_end_to_end(tmp_path):
         for g in r["int8_test"].values():
             assert g["n"] == r["images"]["test"] and 0.0 <= g["agreement"] <= 1.0
         assert set(r["export"]["gate_val"]) == {"cpu", "trt"}
-        for precision in ("fp32", "auto"):
-            s = r["scan"][precision]
+        for key in ("fp32", "auto", "fp32_nogate", "auto_nogate"):
+            s = r["scan"][key]
             assert s["n"] == r["images"]["test"] and sum(s["answers"].values()) == s["n"]
             assert s["answers"]["missing"] == 0  # every test image got an answer
-        assert set(r["refusal"]) == {"noise", "blank frames", "defocused own test"}
-        assert r["refusal"]["noise"]["n"] == 4 and r["refusal"]["blank frames"]["n"] == len(realdata_field.BLANK_LEVELS)
+        assert r["scan"]["auto_nogate"]["answers"]["retake"] == 0  # --no-gate classifies every frame
+        for gate in ("gate", "_nogate"):
+            assert set(r["refusal"][gate]) == {"noise", "blank frames", "defocused own test"}
+            assert r["refusal"][gate]["noise"]["n"] == 4
+            assert r["refusal"][gate]["blank frames"]["n"] == len(realdata_field.BLANK_LEVELS)
+        assert r["refusal"]["gate"]["blank frames"]["retake"] == len(realdata_field.BLANK_LEVELS)  # flat: no focus
     md = (out / "field.md").read_text()
     assert "| a | 0 |" in md and "blank frames" in md
