@@ -151,7 +151,8 @@ def scan(bundle: Path, folder: Path, events: Path, precision: str | None, labels
         cmd += ["--precision", precision] if precision else []
         cmd += ["--labels", str(folder)] if labels else []
         cmd += ["--no-gate"] if gate else []
-        run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if run.returncode != 0:
             raise SystemExit(f"mgfen-scan failed on {folder}: {run.stderr.strip().splitlines()[-1:]}")
     answers: dict[str, str] = {}  # by file name (the link names under a folder are unique)
@@ -300,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     for d in [*args.data, *args.ood]:
         if not d.is_dir():
             raise SystemExit(f"{d}: no such folder (arrange it first, see datasets/)")
-    header = f"Field benchmark ({time.strftime('%Y-%m-%d')}; {cpu_flags()}); edge preset " + (f"with {overrides}" if overrides else "defaults") + f", split seeds 0..{args.splits - 1}."
+    preset = f"with {overrides}" if overrides else "defaults"
+    header = (f"Field benchmark ({time.strftime('%Y-%m-%d')}; {cpu_flags()}); edge preset {preset}, "
+              f"split seeds 0..{args.splits - 1}.")
     print(header, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     datasets = {d.name: subsample(d, args.cache / f"{d.name}_per_group{k}", k, seed=0) for d, k in zip(args.data, per)}
