@@ -121,22 +121,20 @@ def export_int8(ckpt: Path, bundle: Path, train_dir: Path, val_dir: Path) -> dic
 
 
 def test_gate(bundle: Path, test_dir: Path) -> dict:
-    """calibration.verdict_gate.run_gate on the test split: {flavour: numbers} for each INT8 flavour."""
-    from calibration.accuracy import OrtPipeline, PipelineParams
+    """calibration.verdict_gate.run_gate on the test split, judged as the export judged val (the bundle's
+    thresholds and novelty table): {flavour: numbers} for each INT8 flavour."""
+    from calibration.accuracy import bundle_pipelines
     from calibration.verdict_gate import GateCriteria, run_gate
     from edge_runtime import names
-    from edge_runtime.bundle.manifest import load_bundle
+    from edge_runtime.novelty import load_table
 
-    m = load_bundle(bundle).manifest
-    params = PipelineParams(m.preprocess, m.global_weight, m.use_parts, m.positive_index)
-    fp32 = OrtPipeline(bundle / names.model_file("global"), bundle / names.model_file("parts"), params)
-    int8 = {f: OrtPipeline(bundle / names.model_file("global", "int8", f), bundle / names.model_file("parts", "int8", f),
-                           params, simulate_qdq=f == "trt") for f in ("cpu", "trt")
-            if (bundle / names.model_file("global", "int8", f)).is_file()}
-    result = run_gate(fp32, int8, test_dir, m.preprocess, tuple(m.classes), m.thresholds,
-                      m.positive_index, GateCriteria(), force=True)
-    return {f: {k: v for k, v in n.items() if k in ("n", "agreement", "accuracy", "drop_points", "abs_dp", "status")}
-            for f, n in result.record["flavours"].items()}
+    m, _, pipes = bundle_pipelines(bundle)
+    table = m.file_for(names.NOVELTY)
+    fp32 = pipes.pop("fp32")
+    result = run_gate(fp32, pipes, test_dir, m.preprocess, tuple(m.classes), m.thresholds, m.positive_index,
+                      GateCriteria(), force=True, novelty=load_table(bundle / table) if table else None)
+    keep = ("n", "agreement", "accuracy", "drop_points", "abs_dp", "status", "novelty")
+    return {f: {k: v for k, v in n.items() if k in keep} for f, n in result.record["flavours"].items()}
 
 
 def scan(bundle: Path, folder: Path, events: Path, precision: str | None, labels: bool, gate: str = "") -> dict:
@@ -221,7 +219,7 @@ def run_split(name: str, data: Path, seed: int, runs: Path, out: Path, others: d
             s = scan(bundle, dirs["test"], work / f"scan_test_{precision or 'auto'}{gate}.jsonl", precision, True, gate)
             result["scan"][f"{precision or 'auto'}{gate}"] = {**scan_accuracy(s["answers"], dirs["test"]),
                                                               "backends": s["summary"].get("backends")}
-        auto = scan(bundle, dirs["test"], work / f"scan_test_auto{gate}.jsonl", None, True, gate)["answers"]
+        auto = s["answers"]  # the auto-precision scan just made
         result["false_refusal"][gate or "gate"] = {
             **refusal(auto), "unknown_rate": sum(a == "unknown" for a in auto.values()) / max(1, len(auto))}
         result["refusal"][gate or "gate"] = {

@@ -47,19 +47,12 @@ def torch_scores(ckpt: Path, data: Path) -> dict:
 
 def bundle_logodds(bundle: Path, paths: list[str]) -> dict[str, np.ndarray]:
     """{"fp32" | "int8_cpu" | "int8_trt": [N] float64 log-odds of counterfeit} through the runtime path
-    (calibration.accuracy.OrtPipeline; the TensorRT flavour with its Q/DQ simulated)."""
-    from calibration.accuracy import OrtPipeline, PipelineParams
-    from edge_runtime.bundle.manifest import load_bundle
+    (calibration.accuracy.bundle_pipelines; the TensorRT flavour with its Q/DQ simulated)."""
+    from calibration.accuracy import bundle_pipelines
     from edge_runtime.preprocess import load_frame
 
-    man = load_bundle(bundle).manifest
-    params = PipelineParams(man.preprocess, man.global_weight, man.use_parts, man.positive_index)
-    pipes = {"fp32": OrtPipeline(bundle / man.file_for("global", "fp32"), bundle / man.file_for("parts", "fp32"), params)}
-    for flavour in ("cpu", "trt"):
-        files = [man.file_for(g, "int8", flavour) for g in ("global", "parts")]
-        if None not in files:  # a bundle may lack a flavour
-            pipes[f"int8_{flavour}"] = OrtPipeline(bundle / files[0], bundle / files[1], params,
-                                                   simulate_qdq=flavour == "trt")
+    man, _, by_flavour = bundle_pipelines(bundle)
+    pipes = {k if k == "fp32" else f"int8_{k}": v for k, v in by_flavour.items()}
     out: dict[str, list[float]] = {k: [] for k in pipes}
     neg = 1 - man.positive_index
     for path in paths:

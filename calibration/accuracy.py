@@ -91,6 +91,38 @@ class OrtPipeline:
         return FrameResult(np.asarray(logits), prob, boxes[0], scores[0], features)
 
 
+def flavour_pipeline(global_path: str | Path, parts_path: str | Path, params: PipelineParams, flavour: str,
+                     threads: int = 0) -> OrtPipeline:
+    """The OrtPipeline of one INT8 flavour's files as its target computes them: the "trt" flavour with its
+    Q/DQ simulated in FP32 (what TensorRT runs), the "cpu" flavour with onnxruntime's INT8 kernels."""
+    return OrtPipeline(global_path, parts_path, params, threads, simulate_qdq=flavour == "trt")
+
+
+def bundle_pipelines(bundle: str | Path, threads: int = 0) -> tuple:
+    """(Manifest, PipelineParams, {"fp32" | "cpu" | "trt": OrtPipeline}) of a bundle folder: FP32 and every
+    INT8 flavour the bundle has (flavour_pipeline)."""
+    from edge_runtime.bundle.manifest import load_bundle
+
+    root = Path(bundle)
+    man = load_bundle(root).manifest
+    params = PipelineParams(man.preprocess, man.global_weight, man.use_parts, man.positive_index)
+    pipes = {"fp32": OrtPipeline(root / man.file_for("global", "fp32"), root / man.file_for("parts", "fp32"), params,
+                                 threads)}
+    for flavour in ("cpu", "trt"):
+        files = [man.file_for(g, "int8", flavour) for g in names.GRAPHS]
+        if None not in files:  # a bundle may lack a flavour
+            pipes[flavour] = flavour_pipeline(root / files[0], root / files[1], params, flavour, threads)
+    return man, params, pipes
+
+
+def evenly_spaced(items: list, limit: int | None) -> list:
+    """At most `limit` of `items` (all for None), evenly spaced over the list: over a sorted list of
+    labelled images both classes stay represented."""
+    if limit is None or len(items) <= limit:
+        return items
+    return [items[(i * len(items)) // limit] for i in range(limit)]
+
+
 def labelled_images(folder: str | Path, classes: tuple[str, ...] = names.CLASS_NAMES) -> list[tuple[Path, int]]:
     """(path, class index) of every image under `folder` whose parent folder is a class name (sorted).
 
@@ -110,9 +142,7 @@ def compare_precisions(pipelines: dict[str, OrtPipeline], reference: str, folder
     percentage points), agreement (fraction of frames with the reference's class) and the largest
     |P(positive) - reference P(positive)|.
     """
-    items = labelled_images(folder, classes)
-    if limit is not None and len(items) > limit:  # evenly spaced, so both classes stay represented
-        items = [items[(i * len(items)) // limit] for i in range(limit)]
+    items = evenly_spaced(labelled_images(folder, classes), limit)
     preds: dict[str, list[int]] = {k: [] for k in pipelines}
     probs: dict[str, list[float]] = {k: [] for k in pipelines}
     labels = []

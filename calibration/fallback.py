@@ -38,10 +38,10 @@ import numpy as np
 import onnx
 
 from calibration import CalibrationError
-from calibration.accuracy import OrtPipeline, PipelineParams, labelled_images
+from calibration.accuracy import OrtPipeline, PipelineParams, evenly_spaced, flavour_pipeline, labelled_images
 from calibration.quantize import METHODS, NEVER_QUANTISED, QuantizeResult, fixed_exclusions, quantize_graph
 from calibration.sensitivity import NodeScore, rank_nodes
-from calibration.verdict_gate import GateCriteria, Scores, compare_verdicts, judge, positive_log_odds
+from calibration.verdict_gate import GateCriteria, Scores, compare_verdicts, judge, scores_of
 from edge_runtime import names
 from edge_runtime.novelty import NoveltyTable
 from edge_runtime.preprocess import load_frame
@@ -64,33 +64,21 @@ class GateProbe:
     def __init__(self, fp32: OrtPipeline, params: PipelineParams, folder: Path, classes: tuple[str, ...],
                  thresholds: Thresholds, criteria: GateCriteria, limit: int | None = None,
                  novelty: NoveltyTable | None = None) -> None:
-        items = labelled_images(folder, classes)
-        if limit is not None and len(items) > limit:
-            items = [items[(i * len(items)) // limit] for i in range(limit)]
+        items = evenly_spaced(labelled_images(folder, classes), limit)
         self.params, self.thresholds, self.criteria, self.novelty = params, thresholds, criteria, novelty
         self.frames = [load_frame(p, params.preprocess) for p, _ in items]
         self.labels = np.array([label for _, label in items], np.int64)
         self.reference = self.scores(fp32)
 
     def scores(self, pipe: OrtPipeline) -> Scores:
-        """Scores of `pipe` on the probe's frames; with a novelty table also each frame's novelty score, so
-        that the search judges `unknown` decisions exactly as the export's gate does (run_gate)."""
-        results = [pipe.run_frame(f) for f in self.frames]
-        positive = self.params.positive_index
-        novelty = None
-        if self.novelty is not None:
-            if any(r.features is None or r.features.size != self.novelty.dim for r in results):
-                raise CalibrationError(f"a global graph lacks the {self.novelty.dim} pooled features the novelty "
-                                       "table scores")
-            novelty = self.novelty.score(np.stack([r.features for r in results]))
-        return Scores(np.array([r.probability for r in results], np.float64),
-                      np.array([positive_log_odds(r.logits, positive) for r in results], np.float64),
-                      np.array([int(np.argmax(r.logits)) for r in results], np.int64), novelty)
+        """Scores of `pipe` on the probe's frames, novelty included with a table, so that the search judges
+        `unknown` decisions exactly as the export's gate does (run_gate)."""
+        return scores_of([pipe.run_frame(f) for f in self.frames], self.params.positive_index, self.novelty)
 
     def check(self, files: dict[str, Path], flavour: str) -> tuple[dict, str | None]:
         """(gate numbers, None when they pass or one line why not) of the global/parts files {graph: path};
         the "trt" flavour Q/DQ simulated, as the export's gate scores it."""
-        return self.judge(OrtPipeline(files["global"], files["parts"], self.params, simulate_qdq=flavour == "trt"))
+        return self.judge(flavour_pipeline(files["global"], files["parts"], self.params, flavour))
 
     def judge(self, pipe: OrtPipeline) -> tuple[dict, str | None]:
         """check() for a pipeline already built (anything with run_frame)."""

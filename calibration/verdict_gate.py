@@ -76,30 +76,33 @@ def positive_log_odds(logits: np.ndarray, positive: int) -> float:
     return float(z[positive] - (top + np.log(np.exp(others - top).sum())))
 
 
+def scores_of(results: list, positive: int, novelty: NoveltyTable | None = None, name: str = "") -> Scores:
+    """Scores of one pipeline from its FrameResults (calibration.accuracy) on N frames, in order. With
+    `novelty`, the frames' global_features are scored with it (CalibrationError naming `name` when the graph
+    lacks them)."""
+    scored = None
+    if novelty is not None:
+        bad = next((r for r in results if r.features is None or r.features.size != novelty.dim), None)
+        if bad is not None:
+            got = "none" if bad.features is None else bad.features.size
+            raise CalibrationError(f"{name} global graph gives {got} pooled features; the novelty table scores "
+                                   f"{novelty.dim}")
+        scored = novelty.score(np.stack([r.features for r in results])) if results else None
+    return Scores(np.array([r.probability for r in results], np.float64),
+                  np.array([positive_log_odds(r.logits, positive) for r in results], np.float64),
+                  np.array([int(np.argmax(r.logits)) for r in results], np.int64), scored)
+
+
 def score_images(pipelines: dict[str, OrtPipeline], paths: list[Path], cfg: PreprocessConfig,
                  positive: int, novelty: NoveltyTable | None = None) -> dict[str, Scores]:
-    """Run every pipeline on the same frames (load_frame of each path, in order). With `novelty`, each
-    pipeline's global_features are scored with it (CalibrationError when a graph lacks them)."""
-    probs: dict[str, list[float]] = {k: [] for k in pipelines}
-    odds: dict[str, list[float]] = {k: [] for k in pipelines}
-    top: dict[str, list[int]] = {k: [] for k in pipelines}
-    feats: dict[str, list[np.ndarray]] = {k: [] for k in pipelines}
+    """Run every pipeline on the same frames (load_frame of each path, in order, each loaded once) and
+    score them (scores_of)."""
+    results: dict[str, list] = {k: [] for k in pipelines}
     for path in paths:
         frame = load_frame(path, cfg)
         for key, pipe in pipelines.items():
-            res = pipe.run_frame(frame)
-            probs[key].append(res.probability)
-            odds[key].append(positive_log_odds(res.logits, positive))
-            top[key].append(int(np.argmax(res.logits)))
-            if novelty is not None:
-                if res.features is None or res.features.size != novelty.dim:
-                    got = "none" if res.features is None else res.features.size
-                    raise CalibrationError(f"{key} global graph gives {got} pooled features; the novelty table "
-                                           f"scores {novelty.dim}")
-                feats[key].append(res.features)
-    return {k: Scores(np.array(probs[k], np.float64), np.array(odds[k], np.float64), np.array(top[k], np.int64),
-                      novelty.score(np.stack(feats[k])) if novelty is not None and feats[k] else None)
-            for k in pipelines}
+            results[key].append(pipe.run_frame(frame))
+    return {k: scores_of(results[k], positive, novelty, k) for k in pipelines}
 
 
 def _spread(values: np.ndarray) -> dict:
@@ -202,11 +205,9 @@ def run_gate(fp32: OrtPipeline, int8: dict[str, OrtPipeline], folder: Path, cfg:
     (`limit`: at most that many, evenly spaced over the sorted list, so both classes stay represented).
     With the bundle's `novelty` table the unknown decision is part of each verdict (module docstring).
     A failing flavour is `failed-forced` with `force`; without it the result's `failure` says why."""
-    from calibration.accuracy import labelled_images
+    from calibration.accuracy import evenly_spaced, labelled_images
 
-    items = labelled_images(folder, classes)
-    if limit is not None and len(items) > limit:
-        items = [items[(i * len(items)) // limit] for i in range(limit)]
+    items = evenly_spaced(labelled_images(folder, classes), limit)
     paths = [p for p, _ in items]
     labels = np.array([label for _, label in items], np.int64)
     scores = score_images({"fp32": fp32, **int8}, paths, cfg, positive, novelty)

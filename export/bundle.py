@@ -30,7 +30,7 @@ import onnxruntime
 import torch
 
 from calibration import DEFAULT_CALIB_N, DEFAULT_FALLBACK, CalibrationError
-from calibration.accuracy import OrtPipeline, PipelineParams, make_session
+from calibration.accuracy import OrtPipeline, PipelineParams, flavour_pipeline, make_session
 from calibration.cpu_features import DEFAULT_REDUCE_RANGE, REDUCE_RANGE_MODES, choose_reduce_range
 from calibration.fallback import MAX_FALLBACK_NODES, GateProbe, Quantiser, search_flavour, sensitivity_feeds
 from calibration.lint import lint_trt
@@ -271,8 +271,8 @@ def gate_int8(out: Path, params: PipelineParams, fp32: OrtPipeline, val: Path | 
         log(f"warning: {reason}; INT8 marked unverified (mgfen-scan's auto precision runs fp32)")
         result = GateResult(unverified_record(config.int8_flavours, criteria, reason), None, [])
     else:
-        int8 = {f: OrtPipeline(out / names.model_file("global", "int8", f), out / names.model_file("parts", "int8", f),
-                               params, simulate_qdq=f == "trt")  # trt: as TensorRT computes it (calibration.accuracy)
+        int8 = {f: flavour_pipeline(out / names.model_file("global", "int8", f),
+                                    out / names.model_file("parts", "int8", f), params, f)
                 for f in config.int8_flavours}
         result = run_gate(fp32, int8, val, cfg, classes, thresholds, params.positive_index, criteria, config.force,
                           config.val_limit, novelty)
