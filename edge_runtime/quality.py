@@ -12,12 +12,15 @@ centre square (the part the model sees) of about analysis_size x analysis_size p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from edge_runtime.preprocess import square_crop_box
+
+FITTED = ("min_focus", "min_brightness", "max_brightness", "max_clipped")  # the thresholds a bundle may set
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,17 @@ class QualityConfig:
             raise ValueError("quality.max_clipped must be in (0, 1]")
         if self.analysis_size < 16:
             raise ValueError("quality.analysis_size must be >= 16")
+
+    def thresholds(self) -> dict:
+        """The four fitted thresholds (edge_runtime.quality_fit), as a bundle's manifest records them."""
+        return {k: getattr(self, k) for k in FITTED}
+
+    def with_thresholds(self, values: dict) -> "QualityConfig":
+        """This config with FITTED thresholds replaced from `values` (a manifest's record); ValueError if bad."""
+        unknown = sorted(set(values) - set(FITTED))
+        if unknown:
+            raise ValueError(f"quality: unknown thresholds {', '.join(unknown)}")
+        return dataclasses.replace(self, **{k: float(v) for k, v in values.items()})
 
 
 @dataclass(frozen=True)

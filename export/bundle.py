@@ -43,6 +43,7 @@ from edge_runtime.bundle.int8_gate import MAX_DROP_POINTS, MIN_AGREEMENT
 from edge_runtime.bundle.manifest import FileEntry, Manifest, sha256_file, write_manifest
 from edge_runtime.errors import ImageError
 from edge_runtime.novelty import NoveltyTable, save_table
+from edge_runtime.quality_fit import describe_gate_fit
 from edge_runtime.preprocess import list_images, read_image
 from edge_runtime.roi import Thresholds
 from export import ExportError
@@ -408,7 +409,11 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
                         box_size=mcfg.box_pixels / cfg.frame_size, global_weight=float(mcfg.global_weight),
                         use_parts=bool(mcfg.use_parts), thresholds=thresholds, tensors=tensors, files=files,
                         provenance=provenance, calibration=calibration,
-                        int8_gate=int8_gate.record if int8_gate is not None else None)
+                        int8_gate=int8_gate.record if int8_gate is not None else None,
+                        quality=info.get("quality"))  # checkpoints from before the fitted gate have none
+    if manifest.quality:
+        report["quality"] = manifest.quality
+        log(describe_gate_fit(manifest.quality))
     report["files"] = sorted(files)
     report["seconds"] = round(time.perf_counter() - t_start, 2)
     _write_json(report_path, report)

@@ -17,6 +17,7 @@ from edge_runtime.bundle.manifest import load_bundle
 from edge_runtime.cli.scan_cli import main as scan_main
 from edge_runtime.model_runner import NO_NOVELTY, ModelRunner
 from edge_runtime.novelty import DEFAULT_TARGET_RATE, UNKNOWN, fit_novelty, load_table, save_table
+from edge_runtime.quality_fit import FIT_REJECT_RATE, gate_for_bundle
 from edge_runtime.roi import Thresholds
 from edge_runtime.scan_summary import format_summary, summarise
 from edge_runtime.scanner import ScanStats
@@ -104,6 +105,16 @@ def test_training_fits_and_export_ships_the_table(trained_bundle):
     report = json.loads((root / "bundle" / names.REPORT_FILE).read_text())
     assert report["parity"]["graphs"]["max"]["features"] <= 1e-4
 
+
+
+def test_training_fits_the_retake_gate_and_export_writes_it_into_the_manifest(trained_bundle):
+    root, summary = trained_bundle
+    n_train = len(list((root / "data" / "train").rglob("*.png")))
+    assert summary["quality"]["n"] == n_train and summary["quality"]["reject_rate"] == FIT_REJECT_RATE
+    man = load_bundle(root / "bundle").manifest
+    assert man.quality == summary["quality"]
+    gate = gate_for_bundle(man.quality)
+    assert gate.thresholds() == summary["quality"]["thresholds"] and gate.enabled
 
 def test_trained_model_refuses_noise_flat_and_another_generator(trained_bundle):
     from test_train import _image

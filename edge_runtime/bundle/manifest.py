@@ -21,13 +21,15 @@ from edge_runtime.bundle.signing import SigningError, SigningKey, load_signing_k
 from edge_runtime.errors import BundleError
 from edge_runtime.names import CLASS_NAMES, MANIFEST_FILE
 from edge_runtime.preprocess import PreprocessConfig
+from edge_runtime.quality_fit import gate_for_bundle
 from edge_runtime.roi import Thresholds
 
 SCHEMA_VERSION = 1  # the manifest's layout (keys and their meaning): read only when equal
 # What a bundle holds and how export/ made it. Bump it (and the toolkit version) with any change to that;
 # the runtime refuses a bundle of a newer format and reads older ones. A manifest without the field is 1.
 # 2 (toolkit 0.2.0): the field itself; bundles written by the transactional export.
-BUNDLE_FORMAT = 2
+# 3: `quality`, the retake gate fitted on the train photos (edge_runtime.quality_fit).
+BUNDLE_FORMAT = 3
 PRECISIONS = ("fp32", "fp16", "int8")
 FLAVOURS = (None, "cpu", "trt")
 
@@ -59,6 +61,8 @@ class Manifest:
     files: {file name: FileEntry}. provenance: checkpoint sha256, data hash, metrics, config (free JSON).
     calibration: method, count and content hashes of the calibration images, or None.
     int8_gate: the export's INT8-vs-FP32 verdict gate per flavour (edge_runtime.bundle.int8_gate), or None.
+    quality: the retake gate fitted on the train photos (edge_runtime.quality_fit.fit_gate's record), or None
+        (older checkpoints: the scanner uses the default gate).
     """
 
     classes: tuple[str, ...]
@@ -73,6 +77,7 @@ class Manifest:
     provenance: dict = field(default_factory=dict)
     calibration: dict | None = None
     int8_gate: dict | None = None
+    quality: dict | None = None
     schema_version: int = SCHEMA_VERSION
     toolkit_version: str = __version__
     bundle_format: int = BUNDLE_FORMAT
@@ -110,6 +115,7 @@ class Manifest:
             "provenance": self.provenance,
             "calibration": self.calibration,
             "int8_gate": self.int8_gate,
+            "quality": self.quality,
         }
 
     @classmethod
@@ -120,7 +126,7 @@ class Manifest:
         bundle_format = check_bundle_format(data.get("bundle_format", 1))  # first: a newer one may add keys
         required = {"schema_version", "classes", "preprocess", "k", "box_size", "global_weight",
                     "use_parts", "thresholds", "tensors", "files"}
-        optional = {"toolkit_version", "bundle_format", "provenance", "calibration", "int8_gate"}
+        optional = {"toolkit_version", "bundle_format", "provenance", "calibration", "int8_gate", "quality"}
         missing = sorted(required - set(data))
         unknown = sorted(set(data) - required - optional)
         if missing:
@@ -153,6 +159,7 @@ class Manifest:
                 provenance=dict(data.get("provenance") or {}),
                 calibration=data.get("calibration"),
                 int8_gate=parse_record(data.get("int8_gate")),
+                quality=parse_quality(data.get("quality")),
                 schema_version=int(data["schema_version"]),
                 toolkit_version=str(data.get("toolkit_version", "")),
                 bundle_format=bundle_format,
@@ -162,6 +169,16 @@ class Manifest:
         if len(manifest.classes) < 2 or manifest.k < 1 or not 0.0 < manifest.box_size <= 1.0:
             raise BundleError("manifest: need >= 2 classes, k >= 1 and 0 < box_size <= 1")
         return manifest
+
+
+def parse_quality(data: object) -> dict | None:
+    """A manifest's `quality` record, checked: its thresholds must make a valid QualityConfig."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("thresholds"), dict):
+        raise ValueError("quality must be an object with a thresholds object")
+    gate_for_bundle(data)  # raises ValueError for unknown or out-of-range thresholds
+    return data
 
 
 def check_bundle_format(value: object) -> int:

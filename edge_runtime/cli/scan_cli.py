@@ -21,6 +21,7 @@ from edge_runtime.inference.backends import BACKENDS, PRECISIONS
 from edge_runtime.labels import load_labels
 from edge_runtime.model_runner import ModelRunner
 from edge_runtime.quality import QualityConfig
+from edge_runtime.quality_fit import describe_gate_fit, gate_for_bundle
 from edge_runtime.scan_summary import format_summary, summarise
 from edge_runtime.scanner import ScanConfig, Scanner
 from edge_runtime.session import SessionConfig, SessionTracker
@@ -71,8 +72,9 @@ def main() -> None:
 @click.option("--summary-json", type=OutputPath(), default=None,
               help="Also write the end-of-run summary as JSON.")
 @click.option("--no-gate", is_flag=True, help="Classify every frame (no focus/exposure gate).")
-@click.option("--min-focus", type=click.FloatRange(min=0), default=QualityConfig.min_focus, show_default=True,
-              help="Quality gate: minimum variance of the Laplacian.")
+@click.option("--min-focus", type=click.FloatRange(min=0), default=None,
+              help="Quality gate: minimum variance of the Laplacian [default: the bundle's gate fitted on its train "
+                   f"photos, else {QualityConfig.min_focus:g}].")
 @click.option("--frame-timeout", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               help="Seconds without a camera frame before the watchdog reconnects.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -84,7 +86,7 @@ def main() -> None:
 def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str, precision: str | None,
                 session_frames: int, min_frames: int, loop: bool, rate: float | None, out: str | None,
                 audit_db: Path | None, max_frames: int | None, labels_dir: Path | None,
-                summary_json: Path | None, no_gate: bool, min_focus: float, frame_timeout: float,
+                summary_json: Path | None, no_gate: bool, min_focus: float | None, frame_timeout: float,
                 threads: int | None, prefetch: bool, **sink_opts) -> None:
     """Scan: source -> quality gate -> model -> sessions -> events (one JSON object per line).
 
@@ -110,7 +112,14 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
                            f"cache in {bundle_dir}/engines used by {name}", err=True)
     tracker = SessionTracker(SessionConfig(session_frames=session_frames, min_frames=min_frames),
                              bundle.manifest.thresholds)
-    cfg = ScanConfig(max_frames=max_frames, gate=QualityConfig(min_focus=min_focus, enabled=not no_gate))
+    gate = gate_for_bundle(bundle.manifest.quality, QualityConfig(enabled=not no_gate))
+    if min_focus is not None:
+        gate = gate.with_thresholds({"min_focus": min_focus})
+    notices = list(runner.notices)
+    if bundle.manifest.quality and not no_gate:
+        notices.append(describe_gate_fit(bundle.manifest.quality)
+                       + (f"; --min-focus {min_focus:g}" if min_focus is not None else ""))
+    cfg = ScanConfig(max_frames=max_frames, gate=gate)
     if prefetch:
         src = PrefetchSource(src, runner.prepare, cfg.gate)
     audit = None
@@ -120,7 +129,7 @@ def run_command(bundle_dir: Path, trust: Path | None, source: str, backend: str,
         scanner = Scanner(runner, src, [], tracker, cfg, audit)
         scanner.sinks = make_sinks(out, scanner, sink_opts)
         src.start()
-        for notice in runner.notices:  # once the scan can start (a bad source's error stays alone)
+        for notice in notices:  # once the scan can start (a bad source's error stays alone)
             click.echo(f"mgfen-scan: {notice}", err=True)
         for graph_backend in (runner.global_backend, runner.parts_backend):  # which backend, and why (auto)
             if graph_backend is not None and graph_backend.why:

@@ -8,6 +8,7 @@ import json
 import click
 
 from edge_runtime.cli.cli_errors import OutputPath, error_boundary
+from edge_runtime.quality_fit import describe_gate_fit
 from train.enhance.blend import BLEND_MODES
 from train.fit.config import SELECT_METRICS, TrainConfig
 from train.fit.thresholds import describe_fit
@@ -141,6 +142,8 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
                    f"(best epoch {summary['best_epoch']}, {summary['train_seconds']:.0f} s) -> {summary['out']}"
                    f"{_off_note(summary)}{_frame_note(summary)}")
         click.echo(_thresholds_line(summary["thresholds"], t.get("decisions")))
+        if summary.get("quality"):
+            click.echo(describe_gate_fit(summary["quality"]))
     else:
         click.echo(f"trained (no test split) -> {summary['out']}{_off_note(summary)}{_frame_note(summary)}")
 

@@ -1,6 +1,6 @@
 """The steps of one training run (train.fit.trainer._train_once calls them in this order): the frame fit,
 the datasets and loaders, the optimiser, one epoch, the best-epoch selection with its checkpoints, and the
-closing step that fits the thresholds and the novelty table and tests the best model.
+closing step that fits the thresholds, the novelty table and the retake gate and tests the best model.
 
 Every step takes what it needs as arguments; the run's files are written by the step that owns them
 (config.json by the caller, best.pt / last.pt / metrics.* by `select_and_save`, report.json by `finish`).
@@ -29,6 +29,7 @@ from train.evaluate.predict import make_loader, predict
 from train.fit.config import TrainConfig
 from train.fit.finetune import freeze_batchnorm, param_groups, set_backbone_trainable
 from train.fit.novelty_fit import fit_model_novelty, table_to_state
+from train.fit.quality_fit import fit_quality
 from train.fit.thresholds import decision_metrics, fit_thresholds
 from train.model.checkpoint import read_checkpoint, save_checkpoint, write_checkpoint
 from train.model.loss import LossConfig, mgfen_loss
@@ -244,7 +245,7 @@ def finish(model: MGFEN, data: Datasets, loaders: Loaders, cfg: TrainConfig, ind
     """Reload RUN/best.pt; fit the decision thresholds on its val probabilities (bagged over resamples of the
     val groups, train.fit.thresholds) and the novelty table on the train split's un-augmented frames; test
     it; store all three in best.pt (export copies them) and write RUN/report.json from `summary`, which
-    gains best_epoch, thresholds, novelty and test."""
+    gains best_epoch, thresholds, novelty, quality (the retake gate fitted on the train photos) and test."""
     best_path = out / "best.pt"
     best_state = read_checkpoint(best_path)
     model.load_state_dict(best_state["state_dict"])
@@ -263,6 +264,8 @@ def finish(model: MGFEN, data: Datasets, loaders: Loaders, cfg: TrainConfig, ind
     novelty = fit_model_novelty(model, plain_train, loaders.val if len(data.val) else None, device, cfg.novelty_rate)
     best_state["novelty"] = table_to_state(novelty)
     summary["novelty"] = novelty.to_dict()
+    # The scanner's retake gate, loosened to the train photos' focus and exposure (edge_runtime.quality_fit).
+    best_state["quality"] = summary["quality"] = fit_quality(index.root, data.train.samples)
     if len(data.test):
         tp = predict(model, loaders.test, device)
         summary["test"] = classification_report(tp.labels, tp.probs)

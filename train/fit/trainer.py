@@ -122,7 +122,7 @@ def _stability(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.devi
 
 def _train_once(cfg: TrainConfig, index: DataIndex, out: Path, device: torch.device, transform) -> dict:
     """One model on the index's splits: data, model, optimiser, the epochs (each validated, the best kept),
-    then thresholds, novelty table and test on the best epoch (train.fit.steps, in that order)."""
+    then thresholds, novelty table, retake gate and test on the best epoch (train.fit.steps, in that order)."""
     rank, world = _dist_info()
     main = rank == 0
     show = main and cfg.progress
