@@ -21,7 +21,8 @@ from edge_runtime.capture.prefetch import PrefetchSource
 from edge_runtime.capture.sources import Frame, open_source
 from edge_runtime.errors import MgfenError
 from edge_runtime.model_runner import STAGES, ModelRunner
-from edge_runtime.quality import QualityConfig, check_frame
+from edge_runtime.quality import check_frame
+from edge_runtime.quality_fit import gate_for_bundle
 
 BENCH_STAGES = ("capture", "gate") + STAGES + ("total",)
 
@@ -123,7 +124,7 @@ def bench_runner(runner: ModelRunner, cfg: BenchConfig, labels: dict[str, str] |
                  classes: tuple[str, ...] = ()) -> BenchRow:
     """Time `cfg.warmup + cfg.frames` frames through capture, gate and the model. Returns a ran row
     (backend/precision filled by the caller)."""
-    gate = QualityConfig()
+    gate = gate_for_bundle(runner.bundle.manifest.quality)  # the scanner's gate, so gate_pass is the field's
     source = _FrameFeed(cfg.source, runner.cfg.frame_size)
     if cfg.prefetch:
         source = PrefetchSource(source, runner.prepare, gate)
