@@ -29,7 +29,7 @@ from edge_runtime.preprocess import read_image  # noqa: E402
 from edge_runtime.quality import QualityConfig, check_frame  # noqa: E402
 from edge_runtime.quality_fit import GateMeasures, fit_gate, refused  # noqa: E402
 from train.data.folders import index_folder  # noqa: E402
-from train.fit.quality_fit import measure_photos  # noqa: E402
+from train.fit.gate_fit import measure_photos  # noqa: E402
 
 
 def defocused_measures(root: Path, samples: list, sigma: float = BLUR_SIGMA) -> GateMeasures:

@@ -1,4 +1,4 @@
-"""The retake gate fitted on the train photos (edge_runtime.quality_fit, train.fit.quality_fit): it admits
+"""The retake gate fitted on the train photos (edge_runtime.quality_fit, train.fit.gate_fit): it admits
 photos like the training set's (signatures on white paper, which the default gate calls too bright), still
 refuses blank and defocused frames, never tightens a default, and reaches the scanner through the manifest."""
 
@@ -21,7 +21,7 @@ from edge_runtime.quality_fit import (FIT_REJECT_RATE, FOCUS_FLOOR, GateMeasures
                                       gate_for_bundle, refused)
 from fake_bundle import make_fake_bundle
 from train.data.folders import Sample
-from train.fit.quality_fit import fit_quality, measure_photos
+from train.fit.gate_fit import fit_quality, measure_photos
 
 
 def _paper(seed: int, h: int = 240, w: int = 520) -> np.ndarray:

@@ -29,7 +29,7 @@ from train.evaluate.predict import make_loader, predict
 from train.fit.config import TrainConfig
 from train.fit.finetune import freeze_batchnorm, param_groups, set_backbone_trainable
 from train.fit.novelty_fit import fit_model_novelty, table_to_state
-from train.fit.quality_fit import fit_quality
+from train.fit.gate_fit import fit_quality
 from train.fit.thresholds import decision_metrics, fit_thresholds
 from train.model.checkpoint import read_checkpoint, save_checkpoint, write_checkpoint
 from train.model.loss import LossConfig, mgfen_loss
