@@ -5,11 +5,14 @@ then on sys.path, so `import _common` works).
 - run_rounds / summarise: variants timed round by round in alternating order, min / median / FPS;
 - count_macs: multiply-accumulates of an ONNX graph (Conv incl. grouped/depthwise, ConvTranspose,
   Gemm, MatMul), from the tensor shapes of one onnxruntime run;
-- conv_graph / matmul_graph: single-op FP32 or QDQ U8S8 graphs for measuring the MAC/s a CPU achieves.
+- conv_graph / matmul_graph: single-op FP32 or QDQ U8S8 graphs for measuring the MAC/s a CPU achieves;
+- cpu_flags: the CPU model and vector extensions, printed with every run.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -48,6 +51,22 @@ def sample_frames(data: Path, count: int) -> list[np.ndarray]:
     if len(paths) > count:
         paths = [paths[(i * len(paths)) // count] for i in range(count)]
     return [read_image(p) for p in paths]
+
+
+def cpu_flags() -> str:
+    """The CPU model and the vector extensions that decide int8/fp32 speed (printed with every run)."""
+    model, flags = platform.processor() or "?", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return f"{model}; {os.cpu_count()} cores; " + " ".join(f for f in wanted if f in flags)
 
 
 # ------------------------------------------------------------------------------------------------ timing

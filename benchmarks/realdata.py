@@ -32,9 +32,7 @@ import csv
 import dataclasses
 import hashlib
 import json
-import os
 import pickle
-import platform
 import sys
 import time
 from pathlib import Path
@@ -43,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import cpu_flags  # noqa: E402,F401 (realdata_field imports it from here)
 from train.audit.baselines import ImageFeatures, default_baselines, extract_features, fit_predict  # noqa: E402
 from train.audit.probe import DEFAULT_PROBE_SIZES, parse_probe_sizes  # noqa: E402
 from train.data.folders import index_folder  # noqa: E402
@@ -62,22 +61,6 @@ def splits_needed(sd: float, delta: float = RESOLVE_AUC) -> int:
     if delta <= 0:
         raise ValueError("delta must be > 0")
     return max(2, int(np.ceil(((Z_ALPHA + Z_POWER) * sd / delta) ** 2)))
-
-
-def cpu_flags() -> str:
-    """The CPU model and the vector extensions that decide int8/fp32 speed (printed with every run)."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return f"{model}; {os.cpu_count()} cores; " + " ".join(f for f in wanted if f in flags)
 
 
 def parse_sets(items: list[str]) -> dict:

@@ -43,6 +43,15 @@ METHODS = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.Min
 NEVER_QUANTISED = ("Softmax",)  # TensorRT rejects a quantised Softmax; it is cheap in FP32 anyway
 # Outputs of the classifier layers stay FP32: int8 logits would cost probability resolution for nothing.
 LOGIT_OPS = ["Gemm", "MatMul"]
+# Calibrator settings per method (quantize_static extra_options). onnxruntime's percentile calibrator
+# defaults to symmetric histograms of |x| whose bins span the first batch's [min |x|, max |x|]: a tensor
+# that is nearly constant there (a spread under ~2048 float32 steps, e.g. a pooled feature of similar
+# images) cannot be cut into its 2048 bins and quantize_static raises "Too many bins for data range";
+# later values below that min |x| would be dropped too. Signed histograms over [-max |x|, max |x|] (those
+# entropy collects) have bins of max |x| / 1024, wider than a float32 step at any normal value, and grow
+# by whole bins. Percentile then cuts (100 - p) / 2 % on each side instead of (100 - p) % of |x|; the
+# range is symmetrised afterwards by the flavours with symmetric activations (trt), as for every method.
+METHOD_OPTIONS = {"percentile": {"CalibTensorRangeSymmetric": False}}
 
 
 # quantize_static's calibration cache (onnxruntime >= 1.23; older versions calibrate on every call)
@@ -163,6 +172,7 @@ def quantize_graph(fp32_path: str | Path, out_path: str | Path, reader: Calibrat
     if method not in METHODS:
         raise CalibrationError(f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}")
     options = flavour_options(flavour, reduce_range)
+    options["extra_options"] = {**options["extra_options"], **METHOD_OPTIONS.get(method, {})}
     cache = {"calibration_cache_path": str(ranges)} if ranges is not None and HAS_RANGE_CACHE else {}
     out_path = Path(out_path)
     t0 = time.perf_counter()

@@ -20,6 +20,14 @@ scores' (1 - target_rate) quantile, so about target_rate of in-domain frames are
 too small for that quantile (fewer than 1 / target_rate images) it is the same quantile of held-out
 train scores (K-fold: each fold scored by a fit on the others), because scores of the very images a
 fit saw are far too low when N is small against D. numpy only: the scanner computes it on the device.
+
+Precision and cost: the fit runs in float64; the table keeps mean and components float32 (as stored),
+and a frame's r projections are float32 dot products, the rest float64. Against the float64 path the
+scores differ by at most 8e-6 of the threshold (benchmarks/bench_novelty.py, precision table), far inside the
+INT8 gate's NOVELTY_TOLERANCE (calibration.verdict_gate, 0.1 of the threshold). One vector is
+projected single-threaded (project_vector): numpy's matrix-vector product hands a large table to
+OpenBLAS's threads, whose start-up and competition with onnxruntime's cost more than the product on a
+busy CPU (bench_novelty times both); batches [N,D] use the matrix product.
 """
 
 from __future__ import annotations
@@ -39,13 +47,28 @@ FOLDS = 5
 MIN_FIT = 2  # fewest images a fit needs
 
 
+def vecdot_projection(comps: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """comps [r,D] float32, z [D] float32 -> [r] float32: one BLAS dot per row (numpy >= 2)."""
+    return np.vecdot(comps, z)
+
+
+def einsum_projection(comps: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The same without np.vecdot (numpy 1.x, as on every Jetson): numpy's own loop, about 3x slower."""
+    return np.einsum("kd,d->k", comps, z)
+
+
+# neither starts BLAS threads: the whole process's BLAS settings stay as they are
+project_vector = vecdot_projection if hasattr(np, "vecdot") else einsum_projection
+
+
 @dataclass(frozen=True)
 class NoveltyTable:
-    """mean [D] float64 of the unit-norm train features; components [r,D] float64 (orthonormal rows:
-    principal directions of the train covariance); weights [r] float64 and base: the inverse of the
-    shrunk covariance is base * I - components.T @ diag(weights) @ components; threshold on the score;
-    target_rate; shrinkage in [0,1]; source of the threshold ("val" | "train-heldout"); n_train /
-    n_calib: images fitted on / images the threshold came from."""
+    """mean [D] float32 of the unit-norm train features; components [r,D] float32, C-contiguous
+    (orthonormal rows: principal directions of the train covariance); weights [r] float64 and base: the
+    inverse of the shrunk covariance is base * I - components.T @ diag(weights) @ components; threshold
+    on the score; target_rate; shrinkage in [0,1]; source of the threshold ("val" | "train-heldout");
+    n_train / n_calib: images fitted on / images the threshold came from. Arrays of any float dtype are
+    cast on construction (older tables and checkpoints hold float64)."""
 
     mean: np.ndarray
     components: np.ndarray
@@ -58,16 +81,25 @@ class NoveltyTable:
     n_train: int
     n_calib: int
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", np.ascontiguousarray(self.mean, dtype=np.float32))
+        object.__setattr__(self, "components", np.ascontiguousarray(self.components, dtype=np.float32))
+        object.__setattr__(self, "weights", np.asarray(self.weights, dtype=np.float64))
+
     @property
     def dim(self) -> int:
         return int(self.mean.shape[0])
 
     def score(self, features: np.ndarray):
         """features [D] or [N,D] (any float dtype) -> score float (for [D]) or [N] float64."""
-        x = unit_rows(features)
-        single = x.ndim == 1
-        s = _mahalanobis(x.reshape(-1, self.dim), self.mean, self.components, self.weights, self.base)
-        return float(s[0]) if single else s
+        x = np.asarray(features)
+        if x.ndim == 1:
+            z = unit_rows(x) - self.mean  # [D] float64
+            proj = project_vector(self.components, z.astype(np.float32))  # [r] float32
+            return float((self.base * (z @ z) - np.square(proj, dtype=np.float64) @ self.weights) / self.dim)
+        z = unit_rows(x.reshape(-1, self.dim)) - self.mean  # [N,D] float64
+        proj = (z.astype(np.float32) @ self.components.T).astype(np.float64)  # [N,r]
+        return (self.base * np.einsum("nd,nd->n", z, z) - (proj * proj) @ self.weights) / self.dim
 
     def is_unknown(self, score: float) -> bool:
         return bool(score > self.threshold)
@@ -85,9 +117,10 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _mahalanobis(x: np.ndarray, mean: np.ndarray, comps: np.ndarray, weights: np.ndarray,
-                 base: float) -> np.ndarray:
-    """[N,D] -> [N] squared Mahalanobis distance / D under the low-rank precision."""
+def mahalanobis(x: np.ndarray, mean: np.ndarray, comps: np.ndarray, weights: np.ndarray,
+                base: float) -> np.ndarray:
+    """[N,D] -> [N] squared Mahalanobis distance / D under the low-rank precision, in the arrays' dtype
+    (float64 in the fit; NoveltyTable.score is the scanner's float32 version)."""
     z = x - mean
     proj = z @ comps.T  # [N,r]
     return (base * np.einsum("nd,nd->n", z, z) - (proj * proj) @ weights) / x.shape[1]
@@ -126,7 +159,7 @@ def heldout_scores(x: np.ndarray, folds: int = FOLDS) -> np.ndarray:
     idx = np.arange(n) % folds
     out = np.empty(n, np.float64)
     for f in range(folds):
-        out[idx == f] = _mahalanobis(x[idx == f], *shrunk_components(x[idx != f])[:4])
+        out[idx == f] = mahalanobis(x[idx == f], *shrunk_components(x[idx != f])[:4])
     return out
 
 
@@ -149,7 +182,7 @@ def fit_novelty(train_feats: np.ndarray, val_feats: np.ndarray | None,
     mean, comps, weights, base, shrink = shrunk_components(x)
     v = None if val_feats is None else unit_rows(np.asarray(val_feats, dtype=np.float64).reshape(-1, x.shape[1]))
     if v is not None and v.shape[0] >= math.ceil(1.0 / target_rate):
-        scores, source = _mahalanobis(v, mean, comps, weights, base), "val"
+        scores, source = mahalanobis(v, mean, comps, weights, base), "val"
     else:
         scores, source = heldout_scores(x), "train-heldout"
     return NoveltyTable(mean, comps, weights, float(base), _quantile(scores, target_rate), float(target_rate),
@@ -161,8 +194,7 @@ SCALARS = ("base", "threshold", "target_rate", "shrinkage")
 
 
 def save_table(table: NoveltyTable, path: str | Path) -> None:
-    """Write the table as .npz: the arrays float32 (half the size; scores are computed in float64
-    after loading), the scalars as 0-d arrays."""
+    """Write the table as .npz: the arrays float32, the scalars as 0-d arrays."""
     with open(path, "wb") as fh:
         np.savez(fh, **{k: getattr(table, k).astype(np.float32) for k in ARRAYS},
                  **{k: np.float64(getattr(table, k)) for k in SCALARS}, source=np.array(table.source),
@@ -170,10 +202,11 @@ def save_table(table: NoveltyTable, path: str | Path) -> None:
 
 
 def load_table(path: str | Path) -> NoveltyTable:
-    """Read a table written by save_table; BundleError (one line) when it is not one."""
+    """Read a table written by save_table (arrays float32, or float64 in older files: cast by NoveltyTable);
+    BundleError (one line) when it is not one."""
     try:
         with np.load(str(path), allow_pickle=False) as z:
-            table = NoveltyTable(**{k: np.asarray(z[k], dtype=np.float64) for k in ARRAYS},
+            table = NoveltyTable(**{k: np.asarray(z[k]) for k in ARRAYS},
                                  **{k: float(z[k]) for k in SCALARS}, source=str(z["source"]),
                                  n_train=int(z["n_train"]), n_calib=int(z["n_calib"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -72,6 +72,58 @@ def test_table_round_trip_and_bad_files(tmp_path):
         fit_novelty(rng.random((30, 8)), None, 0.0)
 
 
+# The float32 scores against the float64 path: measured at a few 1e-6 of the threshold on fitted tables up
+# to D 2048 (benchmarks/bench_novelty.py); 1e-4 leaves room for other BLAS builds and is still 1000x inside
+# the INT8 gate's NOVELTY_TOLERANCE (0.1 of the threshold).
+FLOAT32_TOLERANCE = 1e-4
+
+
+@pytest.mark.parametrize("projection", ["vecdot_projection", "einsum_projection"])
+def test_float32_scores_match_the_float64_path(projection, monkeypatch):
+    """A table of rank D (more train images than dimensions, the costly case) scores in-domain and shifted
+    frames, one at a time (each projection the scanner may use) and batched, within FLOAT32_TOLERANCE of
+    the threshold of the float64 score under the unrounded fit."""
+    from edge_runtime import novelty
+
+    monkeypatch.setattr(novelty, "project_vector", getattr(novelty, projection))
+    rng = np.random.default_rng(7)
+    d = 256
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    train, frames = _gaussian(rng, 2 * d, d, mix), np.concatenate([_gaussian(rng, 100, d, mix),
+                                                                 np.abs(rng.normal(size=(100, d))) * 20])
+    table = fit_novelty(train, None)
+    assert table.components.dtype == table.mean.dtype == np.float32 and table.components.shape == (d, d)
+    mean, comps, weights, base, _ = novelty.shrunk_components(novelty.unit_rows(train))
+    ref = novelty.mahalanobis(novelty.unit_rows(frames), mean, comps, weights, base)
+    one = np.array([table.score(f.astype(np.float32)) for f in frames])
+    for got in (one, table.score(frames)):
+        assert np.max(np.abs(got - ref)) <= FLOAT32_TOLERANCE * table.threshold
+    assert np.max(np.abs(one - ref)) > 0, "float32 rounding is there: the comparison can see a difference"
+
+
+def test_an_old_float64_table_loads_as_float32_and_scores_as_before(tmp_path):
+    """novelty.npz files holding float64 arrays (and checkpoints' float64 states) still load: the arrays
+    are cast to float32 and the scores match the float64 path."""
+    from edge_runtime import novelty
+    from train.fit.novelty_fit import table_from_state
+
+    rng = np.random.default_rng(8)
+    table = fit_novelty(rng.random((40, 16)), None, 0.05)
+    mean, comps, weights, base, _ = novelty.shrunk_components(novelty.unit_rows(rng.random((40, 16))))
+    old = {"mean": mean, "components": comps, "weights": weights, "base": np.float64(base),
+           "threshold": np.float64(table.threshold), "target_rate": np.float64(0.05), "shrinkage": np.float64(0.1),
+           "source": np.array("train-heldout"), "n_train": np.int64(40), "n_calib": np.int64(40)}
+    np.savez(tmp_path / "old.npz", **old)
+    assert np.load(tmp_path / "old.npz")["components"].dtype == np.float64
+    loaded = load_table(tmp_path / "old.npz")
+    state = table_from_state({k: (v.item() if v.ndim == 0 else v) for k, v in old.items()})
+    x = rng.random((5, 16))
+    ref = novelty.mahalanobis(novelty.unit_rows(x), mean, comps, weights, base)
+    for t in (loaded, state):
+        assert t.components.dtype == t.mean.dtype == np.float32 and t.weights.dtype == np.float64
+        assert np.allclose(t.score(x), ref, rtol=1e-5, atol=0) and t.score(x[0]) == pytest.approx(ref[0], rel=1e-5)
+
+
 # ------------------------------------------------------------------- a trained model, end to end
 
 

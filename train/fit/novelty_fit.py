@@ -49,8 +49,5 @@ def table_to_state(table: NoveltyTable) -> dict:
 
 
 def table_from_state(data: dict) -> NoveltyTable:
-    """Inverse of table_to_state (arrays back to float64)."""
-    values = dict(data)
-    for key in ARRAYS:
-        values[key] = np.asarray(values[key], np.float64)
-    return NoveltyTable(**values)
+    """Inverse of table_to_state (NoveltyTable casts the arrays to its dtypes)."""
+    return NoveltyTable(**dict(data))
