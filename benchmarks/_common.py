@@ -3,8 +3,7 @@ then on sys.path, so `import _common` works).
 
 - synthetic_data / sample_frames: the cached synthetic dataset (train.data.synth) and real BGR frames from it;
 - run_rounds / summarise: variants timed round by round in alternating order, min / median / FPS;
-- count_macs: multiply-accumulates of an ONNX graph (Conv incl. grouped/depthwise, ConvTranspose,
-  Gemm, MatMul), from the tensor shapes of one onnxruntime run;
+- (the MAC counter lives in the library: edge_runtime.cost.graph_cost.count_macs / graph_cost);
 - conv_graph / matmul_graph: single-op FP32 or QDQ U8S8 graphs for measuring the MAC/s a CPU achieves.
 """
 
@@ -75,100 +74,6 @@ def summarise(values_ms: Sequence[float]) -> dict:
     med = statistics.median(values_ms)
     return {"min_ms": round(min(values_ms), 3), "median_ms": round(med, 3),
             "mean_ms": round(statistics.fmean(values_ms), 3), "fps": round(1000.0 / med, 2), "n": len(values_ms)}
-
-
-# ------------------------------------------------------------------------------------------------ MACs
-
-# op type -> category; a Conv whose group equals its input channels (and > 1) is "ConvDepthwise",
-# any other group > 1 is "ConvGrouped".
-COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-def _initializer_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    return {i.name: tuple(int(d) for d in i.dims) for i in model.graph.initializer}
-
-
-def tensor_shapes(model: onnx.ModelProto, tensors: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """Concrete shapes of the named intermediate float tensors: one onnxruntime run (zeros in, no graph
-    optimisation) with those tensors added as graph outputs. Exact even where ONNX shape inference
-    leaves a dimension symbolic. Every graph input must have a fixed shape."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    present = {o.name for o in probe.graph.output}
-    for name in tensors:
-        if name not in present:
-            probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-            present.add(name)
-    inits = {i.name for i in probe.graph.initializer}
-    feeds = {}
-    for inp in probe.graph.input:
-        if inp.name in inits:
-            continue
-        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
-        if any(d <= 0 for d in dims):
-            raise ValueError(f"input {inp.name!r} has no fixed shape ({dims}); MACs need fixed shapes")
-        dtype = helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
-        feeds[inp.name] = np.zeros(dims, dtype=dtype)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    wanted = list(dict.fromkeys(tensors))
-    outs = sess.run(wanted, feeds)
-    return {n: tuple(int(d) for d in o.shape) for n, o in zip(wanted, outs)}
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def count_macs(model: onnx.ModelProto) -> dict[str, int]:
-    """Multiply-accumulates of one run of an FP32 ONNX graph, by category.
-
-    Counted (weights as initializers or computed tensors alike):
-      Conv           N * Cout * prod(out spatial) * (Cin / group) * prod(kernel)
-                     (category Conv, ConvGrouped for 1 < group < Cin, ConvDepthwise for group == Cin > 1)
-      ConvTranspose  N * Cin * prod(in spatial) * (Cout / group) * prod(kernel)
-      Gemm           M * N * K
-      MatMul         (elements of the output) * K, i.e. batch * M * N * K after broadcasting
-    Not counted: bias adds, activations, normalisation, pooling, Resize, elementwise ops, reductions
-    (all O(elements), small next to the above in these CNNs). Returns {category: MACs, "total": sum}.
-    """
-    init = _initializer_shapes(model)
-    nodes = [n for n in model.graph.node if n.op_type in COUNTED_OPS]
-    needed = []
-    for n in nodes:
-        needed += [t for t in list(n.input[:2]) + [n.output[0]] if t and t not in init]
-    shapes = dict(init)
-    shapes.update(tensor_shapes(model, needed) if needed else {})
-    macs: dict[str, int] = {}
-
-    def add(cat: str, value: int) -> None:
-        macs[cat] = macs.get(cat, 0) + int(value)
-
-    for n in nodes:
-        a, b, y = shapes[n.input[0]], shapes[n.input[1]], shapes[n.output[0]]
-        if n.op_type == "Conv":
-            group = int(_attr(n, "group", 1))
-            cin = a[1]
-            cat = "Conv" if group == 1 else ("ConvDepthwise" if group == cin else "ConvGrouped")
-            # y: [N, Cout, *spatial]; w: [Cout, Cin/group, *kernel]
-            add(cat, y[0] * y[1] * int(np.prod(y[2:])) * b[1] * int(np.prod(b[2:])))
-        elif n.op_type == "ConvTranspose":
-            group = int(_attr(n, "group", 1))
-            # x: [N, Cin, *spatial]; w: [Cin, Cout/group, *kernel]
-            add("ConvTranspose", a[0] * a[1] * int(np.prod(a[2:])) * b[1] * int(np.prod(b[2:])))
-        elif n.op_type == "Gemm":
-            k = a[0] if _attr(n, "transA", 0) else a[1]
-            add("Gemm", int(np.prod(y)) * k)
-        else:  # MatMul: every output element is one length-K dot product, whatever the broadcasting
-            add("MatMul", int(np.prod(y)) * a[-1])
-    macs["total"] = sum(macs.values())
-    return macs
 
 
 # ---------------------------------------------------------------------------------- MAC/s micro-graphs
