@@ -23,14 +23,14 @@ measured CPU gaps bracket it (benchmarks/mac_floor.py on the 2-core AVX-512 VNNI
 DEPTHWISE_PENALTY_RANGE holds those bounds for a sensitivity line. Kernel launches (tens of microseconds
 per layer at batch 1) are not modelled: for graphs well under 1 GMAC the estimate is optimistic.
 
-CPU side (preprocessing: prepare_frame, global_input, crop_rois, vote). Measured on the host with one
-OpenCV thread (edge_runtime.cost.estimate.measure_host_cpu_ms), then scaled per core by clock and a
-per-clock factor: device_ms = host_ms * (host GHz / device GHz) * HOST_PER_CLOCK[host architecture].
+CPU side (preprocessing: prepare_frame, global_input, crop_rois). Measured on the host with one
+OpenCV thread, fastest of 20 frames (edge_runtime.cost.estimate.measure_host_cpu_ms), then scaled per
+core by clock and a per-clock factor: device_ms = host_ms * (host GHz / device GHz) * HOST_PER_CLOCK[host architecture].
 The Jetsons' CPUs are Cortex-A78AE (NVIDIA's module data sheets: Orin Nano 8GB 6 cores at 1.5 GHz, Orin
 NX 16GB 8 at 2.0 GHz, AGX Orin 64GB 12 at 2.2 GHz). The x86 factor 1.5 is an assumption, not measured:
 similar scalar work per clock, but OpenCV's kernels run 256/512-bit AVX2/AVX-512 there against 128-bit
-NEON. One core is a conservative choice: OpenCV spreads these kernels over cores (2 threads ran them
-about 1.8x faster on the 2-core development CPU), and mgfen-scan's prefetch overlaps them with the graphs.
+NEON. One core is a conservative choice: OpenCV spreads these kernels over cores (benchmarks/cost_presets.py
+times them with every host core beside one), and mgfen-scan's prefetch overlaps them with the graphs.
 """
 
 from __future__ import annotations
