@@ -22,7 +22,7 @@ Models are random-init unless --ckpt-paper / --ckpt-edge is given (speed does no
 weights). INT8 files come from the real export path (export.bundle.export_model, cpu flavour) calibrated
 on real images of the synthetic dataset (OUT/data), never on random data.
 
-The floor: MACs of the global + parts graphs (counted on the FP32 ONNX graphs, see _common.count_macs)
+The floor: MACs of the global + parts graphs (counted on the FP32 ONNX graphs, see edge_runtime.cost.graph_cost)
 divided by the best MAC/s that onnxruntime reaches on this CPU for large dense single-op graphs (Conv
 3x3, Conv 1x1, MatMul; FP32 and QDQ U8S8 INT8), measured in the same run.
 """

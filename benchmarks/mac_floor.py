@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from _common import MicroShape, count_macs, optimized_op_types, run_rounds, session_from_model
+from _common import MicroShape, optimized_op_types, run_rounds, session_from_model
+from edge_runtime.cost.graph_cost import count_macs
 
 # Large dense graphs (MACs >= 0.2 G each) for the achieved MAC/s; the depthwise one is reported beside
 # (the edge preset's EfficientNet-Lite0 is full of depthwise convs, which run far below the dense rate).

@@ -8,6 +8,7 @@ scan_summary (what a run measured), names, errors, labels. Around it, one folder
 - edge_runtime/bundle/     the model bundle: manifest, signature, INT8 gate record
 - edge_runtime/inference/  onnxruntime and TensorRT backends, CUDA buffers, engine cache, device info
 - edge_runtime/capture/    frame sources, cameras, prefetch
+- edge_runtime/cost/       MACs and bytes per graph, the target Jetsons, estimated cost per frame there
 - edge_runtime/sinks/      JSON Lines, HTTP live page and SSE, MQTT, the audit log, which sinks a scan uses
 - edge_runtime/cli/        mgfen-scan, mgfen-bench, mgfen-keygen and the shared error boundary (click only)
 """

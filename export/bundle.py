@@ -1,4 +1,6 @@
 """Checkpoint -> bundle folder: ONNX graphs, parity checks, optional INT8 files, report.json, manifest.json.
+The report's `cost` section: MACs and bytes per graph and the estimated cost per frame on every target
+Jetson (edge_runtime.cost; an estimate, not measured on a device).
 
     report = export_bundle(Path("ckpt.pt"), Path("bundle"), ExportConfig(int8=True, calib=Path("data")))
 
@@ -41,6 +43,8 @@ from calibration.verdict_gate import GateCriteria, GateResult, run_gate, unverif
 from edge_runtime import __version__, names
 from edge_runtime.bundle.int8_gate import MAX_DROP_POINTS, MIN_AGREEMENT
 from edge_runtime.bundle.manifest import FileEntry, Manifest, sha256_file, write_manifest
+from edge_runtime.cost.devices import DEVICES
+from edge_runtime.cost.estimate import estimate_bundle, summary_line
 from edge_runtime.errors import ImageError
 from edge_runtime.novelty import NoveltyTable, save_table
 from edge_runtime.quality_fit import describe_gate_fit
@@ -362,6 +366,8 @@ def _export_into(model, info: dict, source: dict, out: Path, failed_report: Path
         fail(ExportError(f"ONNX parity failed: {graph['failures'][0]}"))
     if not runtime["passed"]:
         fail(ExportError(f"runtime-path parity failed: {runtime['failures'][0]}"))
+    report["cost"] = estimate_bundle(out, cfg, int(mcfg.k), bool(mcfg.use_parts), DEVICES.values())
+    log(summary_line(report["cost"]))
 
     thresholds = Thresholds(**info["thresholds"]) if info.get("thresholds") else Thresholds()
     files = {names.model_file(g): FileEntry(g, "fp32", "") for g in names.GRAPHS}

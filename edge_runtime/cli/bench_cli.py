@@ -10,6 +10,7 @@ import click
 
 from edge_runtime.bench import BenchConfig, format_table, run_bench
 from edge_runtime.bundle.manifest import load_bundle
+from edge_runtime.cost.devices import DEVICE_CHOICES, ESTIMATE_LABEL, resolve_devices
 from edge_runtime.capture.prefetch import prefetch_threads
 from edge_runtime.cli.cli_errors import OutputPath, error_boundary, write_text
 from edge_runtime.inference.backends import PRECISIONS
@@ -40,11 +41,16 @@ PRECISION_CHOICES = ("auto",) + tuple(PRECISIONS) + ("all",)
 @click.option("--prefetch/--no-prefetch", default=False, show_default=True,
               help="Capture, gate and preprocess the next frame in a worker thread while the graphs run "
                    "(mgfen-scan's default); total is then the loop's time per frame.")
+@click.option("--estimate", "estimate", type=click.Choice(DEVICE_CHOICES), default=None,
+              help=f"Print the estimated cost per frame on this Jetson ({ESTIMATE_LABEL}): MACs and activations "
+                   "per graph, ms and frames/s (graphs + preprocessing), from the bundle's ONNX files; runs no "
+                   "benchmark. Source and assumptions: edge_runtime/cost/devices.py.")
 @click.option("--json", "json_path", type=OutputPath(allow_dash=True), default=None,
               help="Also write device, config and rows as JSON ('-' for stdout).")
 @error_boundary
 def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, frames: int, warmup: int,
-         source: str | None, labels_dir: Path | None, threads: int | None, prefetch: bool, json_path: Path | None) -> None:
+         source: str | None, labels_dir: Path | None, threads: int | None, prefetch: bool, estimate: str | None,
+         json_path: Path | None) -> None:
     """Measure latency per stage (capture, gate, preprocess, global, crop, parts, vote, total):
     min/p50/p90/p99/mean ms, FPS, peak memory, model size, and accuracy with --labels.
 
@@ -54,10 +60,14 @@ def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, fra
       mgfen-bench --bundle B --backend all --precision all --frames 300 --json bench.json
       mgfen-bench --bundle B --source file://data/test --labels data/test
       mgfen-bench --bundle B --source csi://0 --backend trt --precision int8   # on the Jetson
+      mgfen-bench --bundle B --estimate orin-nano        # or all: estimated, runs nothing
     """
     if labels_dir is not None and source is None:
         raise click.UsageError("--labels needs --source file://PATH")
     bundle = load_bundle(bundle_dir, trust=trust)
+    if estimate is not None:
+        _print_estimate(bundle, bundle_dir, estimate, json_path)
+        return
     labels = load_labels(labels_dir, bundle.manifest.classes) if labels_dir is not None else None
     backends = ["ort", "trt"] if backend == "all" else [backend]
     precisions = list(PRECISIONS) if precision == "all" else [precision]
@@ -83,13 +93,31 @@ def main(bundle_dir: Path, trust: Path | None, backend: str, precision: str, fra
                "config": {"frames": frames, "warmup": warmup, "source": source, "threads": threads,
                           "prefetch": prefetch},
                "rows": [r.to_dict() for r in rows]}
-        text = json.dumps(doc, indent=2) + "\n"
-        if str(json_path) == "-":
-            click.echo(text, nl=False)
-        else:
-            write_text(json_path, text)
+        _write_json(json_path, doc)
     if not any(r.status == "ran" for r in rows):
         raise SystemExit(1)
+
+
+def _write_json(json_path: Path, doc: dict) -> None:
+    text = json.dumps(doc, indent=2) + "\n"
+    if str(json_path) == "-":
+        click.echo(text, nl=False)
+    else:
+        write_text(json_path, text)
+
+
+def _print_estimate(bundle, bundle_dir: Path, device: str, json_path: Path | None) -> None:
+    """--estimate: the bundle's cost per frame on the chosen Jetson(s), as text (stdout, or stderr when the
+    JSON goes to stdout) and in the JSON."""
+    from edge_runtime.cost.estimate import estimate_bundle, format_estimate  # onnx: only when asked
+
+    man = bundle.manifest
+    est = estimate_bundle(bundle.root, man.preprocess, man.k, man.use_parts, resolve_devices(device))
+    to_stderr = json_path is not None and str(json_path) == "-"
+    click.echo(f"bundle: {bundle_dir} (model {bundle.model_id[:12]})", err=to_stderr)
+    click.echo(format_estimate(est), err=to_stderr)
+    if json_path is not None:
+        _write_json(json_path, {"bundle": str(bundle_dir), "model_id": bundle.model_id, "estimate": est})
 
 
 if __name__ == "__main__":  # python -m edge_runtime.cli.bench_cli
