@@ -6,7 +6,8 @@
                    library and blending onto it (online in training, or an offline copy of a dataset)
 - train/model/     the multi-scale classifier: backbones, MGFEN (FPN, attention part proposals, heatmap-weighted
                    vote), its loss and checkpoints
-- train/fit/       training: the run's config, its steps, fine-tuning levers, decision thresholds, novelty table
+- train/fit/       training: the run's config, its steps, fine-tuning levers, decision thresholds, novelty table,
+                   retake gate
 - train/evaluate/  a checkpoint on a split: predictions, metrics, risk-coverage, background-reliance suite,
                    out-of-domain refusal, comparison with the baselines
 - train/audit/     what a data folder teaches before any model is trained (`mgfen-data audit`): shortcut
