@@ -50,10 +50,9 @@ $(DEMO)/edge/best.pt: $(DEMO)/data/card.json
 
 # Both INT8 flavours (CPU for this machine, TensorRT for a Jetson), gated on the val split's verdicts at
 # the bundle's thresholds (calibration/verdict_gate.py, default gate), calibrated on the whole train split
-# (206 images) with 7-bit CPU weights on a CPU without VNNI: on the demo both flavours pass, the CPU one
-# with no verdict changed (with 64 images and 8-bit weights it changed 1 of 64; docs/results/demo.md). A
-# failing flavour goes through the FP32-fallback search (calibration/fallback.py); --force keeps one that
-# still fails, recorded failed-forced, so the scanner's auto precision runs FP32 and says why.
+# (206 images; 7-bit CPU weights on a CPU without VNNI). A failing flavour goes through the FP32-fallback
+# search (calibration/fallback.py); --force keeps one that still fails, recorded failed-forced, so the
+# scanner's auto precision skips it and says why. What each flavour did last time: docs/results/demo.md.
 $(DEMO)/bundle/manifest.json: $(DEMO)/edge/best.pt
 	$(BIN)/mgfen-export $(DEMO)/edge/best.pt --out $(DEMO)/bundle --int8 --calib $(DEMO)/data --force
 
