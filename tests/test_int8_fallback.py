@@ -100,25 +100,31 @@ def test_ranking_puts_the_planted_tensor_first(planted):
     assert all(n.nsr < 0.1 for n in ranking[2:]), [n.to_dict() for n in ranking]
 
 
-def relu_net() -> onnx.ModelProto:
-    """image [1,3,16,16] -> Conv(8) -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> logits [1,2]; the
-    conv's output is half negative, which the Relu clips."""
-    rng = np.random.default_rng(3)
+def conv_head_net(name: str, w: np.ndarray, b: np.ndarray, relu: bool, rng: np.random.Generator,
+                  conv_out: str = "c") -> onnx.ModelProto:
+    """image [1,3,16,16] -> Conv(w [C,3,3,3], b [C]) -> conv_out -> (Relu) -> GlobalAveragePool -> Flatten ->
+    Gemm (weights drawn from rng) -> logits [1,2]."""
     f32 = onnx.TensorProto.FLOAT
-    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(np.full(8, -0.2, np.float32), "b"),
-             numpy_helper.from_array(rng.normal(0, 0.5, (2, 8)).astype(np.float32), "fc_w"),
+    inits = [numpy_helper.from_array(w.astype(np.float32), "w"), numpy_helper.from_array(b.astype(np.float32), "b"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (2, len(b))).astype(np.float32), "fc_w"),
              numpy_helper.from_array(np.zeros(2, np.float32), "fc_b")]
-    nodes = [helper.make_node("Conv", ["image", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
-             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1, name="fc")]
-    graph = helper.make_graph(nodes, "relu_net", [helper.make_tensor_value_info("image", f32, [1, 3, 16, 16])],
+    nodes = [helper.make_node("Conv", ["image", "w", "b"], [conv_out], pads=[1, 1, 1, 1], name="conv")]
+    if relu:
+        nodes.append(helper.make_node("Relu", [conv_out], ["r"], name="relu"))
+    nodes += [helper.make_node("GlobalAveragePool", ["r" if relu else conv_out], ["g"], name="gap"),
+              helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+              helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1, name="fc")]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("image", f32, [1, 3, 16, 16])],
                               [helper.make_tensor_value_info("logits", f32, [1, 2])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def relu_net() -> onnx.ModelProto:
+    """conv_head_net with Conv(8) -> Relu: the conv's output is half negative, which the Relu clips."""
+    rng = np.random.default_rng(3)
+    return conv_head_net("relu_net", rng.normal(0, 0.5, (8, 3, 3, 3)), np.full(8, -0.2), True, rng)
 
 
 def test_a_relu_the_quantiser_removed_is_not_counted_as_noise(tmp_path):
@@ -224,23 +230,10 @@ def test_cached_ranges_skip_calibration_and_give_the_same_file(planted, tmp_path
 
 
 def flat_net() -> onnx.ModelProto:
-    """image [1,3,16,16] -> Conv(4) with weights of 1e-7 and bias 4 -> GlobalAveragePool -> Flatten ->
-    Gemm -> logits [1,2]: the conv's output is 4 +- 1e-5 on every image, a near-constant tensor."""
+    """conv_head_net with Conv(4), weights of 1e-7 and bias 4, no Relu: the conv's output is 4 +- 1e-5 on
+    every image, a near-constant tensor."""
     rng = np.random.default_rng(5)
-    f32 = onnx.TensorProto.FLOAT
-    inits = [numpy_helper.from_array((rng.normal(0, 1, (4, 3, 3, 3)) * 1e-7).astype(np.float32), "w"),
-             numpy_helper.from_array(np.full(4, 4.0, np.float32), "b"),
-             numpy_helper.from_array(rng.normal(0, 0.5, (2, 4)).astype(np.float32), "fc_w"),
-             numpy_helper.from_array(np.zeros(2, np.float32), "fc_b")]
-    nodes = [helper.make_node("Conv", ["image", "w", "b"], ["flat"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("GlobalAveragePool", ["flat"], ["g"], name="gap"),
-             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
-             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1, name="fc")]
-    graph = helper.make_graph(nodes, "flat_net", [helper.make_tensor_value_info("image", f32, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("logits", f32, [1, 2])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return conv_head_net("flat_net", rng.normal(0, 1, (4, 3, 3, 3)) * 1e-7, np.full(4, 4.0), False, rng, "flat")
 
 
 @pytest.mark.parametrize("flavour, levels", [("cpu", 255), ("trt", 127)])

@@ -85,6 +85,8 @@ def test_float32_scores_match_the_float64_path(projection, monkeypatch):
     the threshold of the float64 score under the unrounded fit."""
     from edge_runtime import novelty
 
+    if projection == "vecdot_projection" and not hasattr(np, "vecdot"):
+        pytest.skip("numpy < 2 has no vecdot (the scanner uses einsum_projection there)")
     monkeypatch.setattr(novelty, "project_vector", getattr(novelty, projection))
     rng = np.random.default_rng(7)
     d = 256

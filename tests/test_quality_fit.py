@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from edge_runtime.bundle.manifest import Manifest, load_bundle
 from edge_runtime.cli.scan_cli import main as scan_main
@@ -19,6 +18,7 @@ from edge_runtime.names import MANIFEST_FILE
 from edge_runtime.quality import QualityConfig, check_frame
 from edge_runtime.quality_fit import (FIT_REJECT_RATE, FOCUS_FLOOR, GateMeasures, describe_gate_fit, fit_gate,
                                       gate_for_bundle, refused)
+from cli_runner import stderr_runner
 from fake_bundle import make_fake_bundle
 from train.data.folders import Sample
 from train.fit.gate_fit import fit_quality, measure_photos
@@ -106,7 +106,7 @@ def test_manifest_keeps_the_record_and_refuses_a_bad_one(tmp_path):
 
 
 def _scan(bundle: Path, frames: Path, *extra: str) -> tuple[list[dict], str]:
-    res = CliRunner().invoke(scan_main, ["run", "--bundle", str(bundle), "--source", f"file://{frames}",
+    res = stderr_runner().invoke(scan_main, ["run", "--bundle", str(bundle), "--source", f"file://{frames}",
                                          "--session-frames", "1", "--min-frames", "1", "--no-prefetch", *extra])
     assert res.exit_code == 0, res.output
     lines = [json.loads(ln) for ln in res.stdout.splitlines() if ln.startswith("{")]
