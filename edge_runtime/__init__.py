@@ -14,4 +14,4 @@ scan_summary (what a run measured), names, errors, labels. Around it, one folder
 """
 
 # The one version number of the toolkit (setup.cfg reads it: `version = attr: edge_runtime.__version__`).
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -47,8 +47,8 @@ from edge_runtime.cost.devices import DEVICES
 from edge_runtime.cost.estimate import estimate_bundle, summary_line
 from edge_runtime.errors import ImageError
 from edge_runtime.novelty import NoveltyTable, save_table
-from edge_runtime.quality_fit import describe_gate_fit
 from edge_runtime.preprocess import list_images, read_image
+from edge_runtime.quality_fit import describe_gate_fit
 from edge_runtime.roi import Thresholds
 from export import ExportError
 from export.onnx_export import DEFAULT_OPSET, export_graphs

@@ -28,7 +28,7 @@ SCHEMA_VERSION = 1  # the manifest's layout (keys and their meaning): read only 
 # What a bundle holds and how export/ made it. Bump it (and the toolkit version) with any change to that;
 # the runtime refuses a bundle of a newer format and reads older ones. A manifest without the field is 1.
 # 2 (toolkit 0.2.0): the field itself; bundles written by the transactional export.
-# 3: `quality`, the retake gate fitted on the train photos (edge_runtime.quality_fit).
+# 3 (toolkit 0.3.0): `quality`, the retake gate fitted on the train photos (edge_runtime.quality_fit).
 BUNDLE_FORMAT = 3
 PRECISIONS = ("fp32", "fp16", "int8")
 FLAVOURS = (None, "cpu", "trt")

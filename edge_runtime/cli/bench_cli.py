@@ -10,9 +10,9 @@ import click
 
 from edge_runtime.bench import BenchConfig, format_table, run_bench
 from edge_runtime.bundle.manifest import load_bundle
-from edge_runtime.cost.devices import DEVICE_CHOICES, ESTIMATE_LABEL, resolve_devices
 from edge_runtime.capture.prefetch import prefetch_threads
 from edge_runtime.cli.cli_errors import OutputPath, error_boundary, write_text
+from edge_runtime.cost.devices import DEVICE_CHOICES, ESTIMATE_LABEL, resolve_devices
 from edge_runtime.inference.backends import PRECISIONS
 from edge_runtime.inference.device_info import describe_device
 from edge_runtime.labels import load_labels

@@ -28,8 +28,8 @@ from train.evaluate.metrics import classification_report
 from train.evaluate.predict import make_loader, predict
 from train.fit.config import TrainConfig
 from train.fit.finetune import freeze_batchnorm, param_groups, set_backbone_trainable
-from train.fit.novelty_fit import fit_model_novelty, table_to_state
 from train.fit.gate_fit import fit_quality
+from train.fit.novelty_fit import fit_model_novelty, table_to_state
 from train.fit.thresholds import decision_metrics, fit_thresholds
 from train.model.checkpoint import read_checkpoint, save_checkpoint, write_checkpoint
 from train.model.loss import LossConfig, mgfen_loss
@@ -243,9 +243,10 @@ def positive_index(classes) -> int:
 def finish(model: MGFEN, data: Datasets, loaders: Loaders, cfg: TrainConfig, index: DataIndex, out: Path,
            device: torch.device, summary: dict) -> None:
     """Reload RUN/best.pt; fit the decision thresholds on its val probabilities (bagged over resamples of the
-    val groups, train.fit.thresholds) and the novelty table on the train split's un-augmented frames; test
-    it; store all three in best.pt (export copies them) and write RUN/report.json from `summary`, which
-    gains best_epoch, thresholds, novelty, quality (the retake gate fitted on the train photos) and test."""
+    val groups, train.fit.thresholds), the novelty table on the train split's un-augmented frames and the
+    retake gate on its photos (train.fit.gate_fit); test it; store them and the test metrics in best.pt (export
+    copies them) and write RUN/report.json from `summary`, which gains best_epoch, thresholds, novelty, quality
+    and test."""
     best_path = out / "best.pt"
     best_state = read_checkpoint(best_path)
     model.load_state_dict(best_state["state_dict"])
