@@ -14,6 +14,11 @@ Per INT8 flavour (both graphs together, since the gate judges the whole pipeline
 If nothing passes, the configured method's full INT8 files are kept and the flavour fails the gate as
 without the search (or is kept failed-forced with --force).
 
+The search stops after step 1 when the only changed verdicts are novelty swaps (`novelty_swaps_only`): frames
+`unknown` in one precision only while every novelty score agrees within the gate's tolerance, with no
+accuracy drop beyond the gate's. Those frames sit on the novelty threshold; on the demo (docs/results/demo.md)
+18 trials over every method and 1-16 nodes FP32 (136 s) left the same two swaps. The flavour fails as it is.
+
 Why the fallback comes before the other methods, measured on the demo edge checkpoint (2-core AVX2 CPU,
 64 calibration and 64 val images, docs/results/demo.md): a fallback trial reuses the cached calibration
 ranges, one quantisation of both graphs without calibration plus one gate pass, 6-9 s; another method
@@ -150,6 +155,7 @@ class FlavourResult:
     passed: bool | None = None
     trials: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: str | None = None  # why the search stopped before trying fallbacks, or None
 
     def record(self) -> dict:
         """The manifest's calibration.flavours entry (report.json's adds the trials)."""
@@ -159,7 +165,18 @@ class FlavourResult:
         return {"method": self.method, "reduce_range": self.reduce_range,
                 "kept_fp32": [{"graph": n.graph, "node": n.name, "op_type": n.op_type} for n in self.kept],
                 "gate_before": short(self.before), "gate_after": short(self.after),
-                "searched": len(self.trials) > 1, "trials": len(self.trials), "seconds": round(self.seconds, 1)}
+                "searched": len(self.trials) > 1, "trials": len(self.trials), "seconds": round(self.seconds, 1),
+                "stopped": self.stopped}
+
+
+def novelty_swaps_only(numbers: dict, criteria: GateCriteria) -> bool:
+    """True when a failing gate's changed verdicts are all frames `unknown` in one precision only (a frame
+    whose unknown decision differs always changes its verdict, so the counts are equal exactly then), the
+    novelty scores agree within the tolerance (p99) and the accuracy drop is within the criteria."""
+    nov = numbers.get("novelty") or {}
+    changed = numbers["verdicts_changed"]
+    return (changed > 0 and nov.get("unknown_changed") == changed and bool(nov.get("within_tolerance"))
+            and numbers["drop_points"] <= criteria.max_drop_points)
 
 
 def _line(flavour: str, method: str, kept: int, numbers: dict, why: str | None, seconds: float) -> str:
@@ -225,6 +242,12 @@ def search_flavour(quantiser: Quantiser, probe: GateProbe | None, flavour: str, 
                 raise
             log(f"INT8 {flavour} search: {m} skipped ({exc})")
             continue
+        if m == method and novelty_swaps_only(result.before, probe.criteria):
+            n = result.before["verdicts_changed"]
+            result.stopped = (f"the {n} changed verdict(s) are frames on the novelty threshold (unknown in one "
+                              "precision only, scores within tolerance); no fallback tried")
+            log(f"INT8 {flavour} search: stopped: {result.stopped}")
+            break
         ranking = candidates(quantiser, flavour, m, reduce_range, feeds)
         limit = min(max_nodes, len(ranking))
         if limit and smallest_passing(lambda k: trial(m, ranking[:k]), limit) is not None:

@@ -14,7 +14,8 @@ from onnx import helper, numpy_helper
 from calibration import CalibrationError
 from calibration.accuracy import OrtPipeline, PipelineParams, make_session
 from calibration.cpu_features import choose_reduce_range, read_cpu_flags
-from calibration.fallback import GateProbe, Quantiser, search_flavour, sensitivity_feeds, smallest_passing
+from calibration.fallback import (GateProbe, Quantiser, novelty_swaps_only, search_flavour, sensitivity_feeds,
+                                 smallest_passing)
 from calibration.quantize import prepare_for_quantization, quantize_graph
 from calibration.reader import GlobalReader, PartsReader
 from calibration.sensitivity import rank_nodes
@@ -189,6 +190,34 @@ def test_a_cap_too_small_leaves_the_flavour_failed(planted):
                      ("percentile", 1)]
     assert not any("skipped" in line for line in lines)
 
+
+class _SwapProbe:
+    """A probe whose every gate fails on 2 of 64 changed verdicts, `swaps` of them unknown in one
+    precision only, novelty scores within tolerance, no accuracy drop."""
+
+    criteria = GateCriteria()
+
+    def __init__(self, swaps: int) -> None:
+        self.swaps = swaps
+
+    def check(self, files: dict, flavour: str) -> tuple[dict, str]:
+        return ({"n": 64, "agreement": 62 / 64, "verdicts_changed": 2, "drop_points": 0.0, "abs_dp": {"max": 0.1},
+                 "novelty": {"unknown_changed": self.swaps, "within_tolerance": True}}, "verdicts differ")
+
+
+def test_the_search_stops_when_only_novelty_swaps_fail_the_gate(planted):
+    quantiser, _, feeds = planted
+    lines: list[str] = []
+    res = search_flavour(quantiser, _SwapProbe(2), "trt", "minmax", False, feeds, max_nodes=1, log=lines.append)
+    assert res.passed is False and len(res.trials) == 1 and res.kept == ()
+    assert "novelty threshold" in res.record()["stopped"] and lines[-1].startswith("INT8 trt search: stopped:")
+    other = search_flavour(quantiser, _SwapProbe(1), "trt", "minmax", False, feeds, max_nodes=1)
+    assert other.stopped is None and len(other.trials) == 6, "one change is not a swap: the whole search runs"
+    numbers = _SwapProbe(2).check({}, "trt")[0]
+    assert novelty_swaps_only(numbers, GateCriteria())
+    assert not novelty_swaps_only({**numbers, "drop_points": 3.1}, GateCriteria())
+    assert not novelty_swaps_only({**numbers, "novelty": {"unknown_changed": 2, "within_tolerance": False}},
+                                  GateCriteria())
 
 @pytest.mark.parametrize("needed, limit, expected, tried", [
     (1, 32, 1, [1]),
