@@ -24,8 +24,8 @@ Why the fallback comes before the other methods, measured on the demo edge check
 ranges, one quantisation of both graphs without calibration plus one gate pass, 6-9 s; another method
 needs a new calibration of both graphs first (the slow part of quantize_static), 72 s with its gate at 64
 calibration images and about 3x that at 206. The whole doubling search up to 32 nodes (7 trials, 51 s)
-costs less than one method change (7 trials to 32 nodes then; the cap is 16 now). On that checkpoint with 8-bit weights the fallback did not help and
-percentile did: the error was U8S8 saturation (calibration.cpu_features), which the simulated ranking does
+costs less than one method change (7 trials to 32 nodes then; the cap is 16 now). On that checkpoint with
+8-bit weights the fallback did not help and percentile did: the error was U8S8 saturation (calibration.cpu_features), which the simulated ranking does
 not see; with reduce_range the full INT8 passes at once.
 
 The nodes are picked on the val images the gate then judges, so the gate's pass is optimistic for unseen
