@@ -11,7 +11,6 @@ then on sys.path, so `import _common` works).
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,6 +23,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from calibration.cpu_features import read_cpu_flags
+from edge_runtime.inference.device_info import cpu_model
 from edge_runtime.preprocess import list_images, read_image
 
 # ------------------------------------------------------------------------------------------------ data
@@ -54,18 +55,9 @@ def sample_frames(data: Path, count: int) -> list[np.ndarray]:
 
 def cpu_flags() -> str:
     """The CPU model and the vector extensions that decide int8/fp32 speed (printed with every run)."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = read_cpu_flags()
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return f"{model}; {os.cpu_count()} cores; " + " ".join(f for f in wanted if f in flags)
+    return f"{cpu_model()}; {os.cpu_count()} cores; " + " ".join(f for f in wanted if f in flags)
 
 
 # ------------------------------------------------------------------------------------------------ timing

@@ -32,7 +32,7 @@ from edge_runtime.cost.devices import (DEPTHWISE_PENALTY, DEPTHWISE_PENALTY_RANG
 from edge_runtime.cost.estimate import estimate_bundle, format_estimate, measure_host_cpu_ms  # noqa: E402
 from edge_runtime.cost.graph_cost import graph_cost  # noqa: E402
 from export.onnx_export import DEFAULT_OPSET, export_graphs, export_module  # noqa: E402
-from realdata import cpu_flags  # noqa: E402
+from _common import cpu_flags  # noqa: E402
 from train.model.mgfen import PRESETS, ModelConfig, build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from realdata import cpu_flags  # noqa: E402
+from _common import cpu_flags  # noqa: E402
 from realdata_field import BLANK_LEVELS, BLUR_SIGMA  # noqa: E402
 
 from edge_runtime.preprocess import read_image  # noqa: E402
@@ -37,17 +37,14 @@ def defocused_measures(root: Path, samples: list, sigma: float = BLUR_SIGMA) -> 
     import cv2
 
     cfg = QualityConfig(enabled=False)
-    rows = [check_frame(cv2.GaussianBlur(read_image(root / s.path), (0, 0), sigma), cfg) for s in samples]
-    return GateMeasures(np.array([r.focus for r in rows]), np.array([r.brightness for r in rows]),
-                        np.array([r.clipped for r in rows]))
+    return GateMeasures.of([check_frame(cv2.GaussianBlur(read_image(root / s.path), (0, 0), sigma), cfg)
+                            for s in samples])
 
 
 def blank_measures(size: tuple[int, int] = (480, 640)) -> GateMeasures:
     """The gate's measurements of flat frames (BLANK_LEVELS, as benchmarks/realdata_field.py scans them)."""
     cfg = QualityConfig(enabled=False)
-    rows = [check_frame(np.full((*size, 3), level, np.uint8), cfg) for level in BLANK_LEVELS]
-    return GateMeasures(np.array([r.focus for r in rows]), np.array([r.brightness for r in rows]),
-                        np.array([r.clipped for r in rows]))
+    return GateMeasures.of([check_frame(np.full((*size, 3), level, np.uint8), cfg) for level in BLANK_LEVELS])
 
 
 def one_split(root: Path, seed: int) -> dict:

@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import cpu_flags  # noqa: E402,F401 (realdata_field imports it from here)
+from _common import cpu_flags  # noqa: E402
 from train.audit.baselines import ImageFeatures, default_baselines, extract_features, fit_predict  # noqa: E402
 from train.audit.probe import DEFAULT_PROBE_SIZES, parse_probe_sizes  # noqa: E402
 from train.data.folders import index_folder  # noqa: E402

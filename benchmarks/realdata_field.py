@@ -37,7 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from realdata import cpu_flags, parse_sets, subsample, train_and_score  # noqa: E402
+from _common import cpu_flags  # noqa: E402
+from realdata import parse_sets, subsample, train_and_score  # noqa: E402
 
 from train.data.folders import index_folder  # noqa: E402
 from train.evaluate.ood import wilson  # noqa: E402

@@ -52,6 +52,21 @@ class QualityConfig:
         if self.analysis_size < 16:
             raise ValueError("quality.analysis_size must be >= 16")
 
+    def refusal(self, focus: float, brightness: float, clipped: float) -> str | None:
+        """Why a frame with these measurements is sent for a retake ("too dark ...", ...), or None; the
+        checks in order: exposure first (a dark frame also measures blurry), then focus. Not `enabled`: None."""
+        if not self.enabled:
+            return None
+        if brightness < self.min_brightness:
+            return f"too dark (mean {brightness:.0f} < {self.min_brightness:.0f})"
+        if brightness > self.max_brightness:
+            return f"too bright (mean {brightness:.0f} > {self.max_brightness:.0f})"
+        if clipped > self.max_clipped:
+            return f"clipped exposure ({clipped:.0%} of pixels clipped > {self.max_clipped:.0%})"
+        if focus < self.min_focus:
+            return f"out of focus (sharpness {focus:.1f} < {self.min_focus:.1f})"
+        return None
+
     def thresholds(self) -> dict:
         """The four fitted thresholds (edge_runtime.quality_fit), as a bundle's manifest records them."""
         return {k: getattr(self, k) for k in FITTED}
@@ -94,14 +109,5 @@ def check_frame(bgr: np.ndarray, cfg: QualityConfig) -> QualityResult:
     brightness = float(np.dot(hist, np.arange(256, dtype=np.float32)) / total)
     clipped = float((hist[: cfg.clip_low + 1].sum() + hist[cfg.clip_high :].sum()) / total)
     coarse = (hist.reshape(cfg.hist_bins, -1).sum(axis=1) / total).astype(np.float32)
-    reason = None
-    if cfg.enabled:
-        if brightness < cfg.min_brightness:
-            reason = f"too dark (mean {brightness:.0f} < {cfg.min_brightness:.0f})"
-        elif brightness > cfg.max_brightness:
-            reason = f"too bright (mean {brightness:.0f} > {cfg.max_brightness:.0f})"
-        elif clipped > cfg.max_clipped:
-            reason = f"clipped exposure ({clipped:.0%} of pixels clipped > {cfg.max_clipped:.0%})"
-        elif focus < cfg.min_focus:
-            reason = f"out of focus (sharpness {focus:.1f} < {cfg.min_focus:.1f})"
+    reason = cfg.refusal(focus, brightness, clipped)
     return QualityResult(reason is None, reason, focus, brightness, clipped, coarse)

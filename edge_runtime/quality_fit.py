@@ -20,10 +20,11 @@ on the photo's scale: the fit is only as good as the train photos' likeness to t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-from edge_runtime.quality import QualityConfig
+from edge_runtime.quality import QualityConfig, QualityResult
 
 FIT_REJECT_RATE = 0.01  # largest fraction of train photos each fitted threshold may refuse
 FOCUS_MARGIN = 0.5  # a frame half as sharp as the softest train photos still passes
@@ -45,12 +46,16 @@ class GateMeasures:
         if len(n) != 1 or 0 in n:
             raise ValueError("quality fit: need the same number (>= 1) of focus, brightness and clipped values")
 
+    @classmethod
+    def of(cls, results: Sequence[QualityResult]) -> "GateMeasures":
+        """The measurements check_frame returned for a list of frames."""
+        return cls(np.array([r.focus for r in results]), np.array([r.brightness for r in results]),
+                   np.array([r.clipped for r in results]))
+
 
 def refused(cfg: QualityConfig, m: GateMeasures) -> int:
-    """How many of the measured photos `cfg` would send for a retake (the checks of check_frame)."""
-    bad = ((m.brightness < cfg.min_brightness) | (m.brightness > cfg.max_brightness)
-           | (m.clipped > cfg.max_clipped) | (m.focus < cfg.min_focus))
-    return int(bad.sum())
+    """How many of the measured photos `cfg` would send for a retake (QualityConfig.refusal, as check_frame)."""
+    return sum(cfg.refusal(*v) is not None for v in zip(m.focus, m.brightness, m.clipped))
 
 
 def fit_gate(m: GateMeasures, base: QualityConfig = QualityConfig(),

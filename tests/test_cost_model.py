@@ -16,7 +16,7 @@ from edge_runtime.cli.bench_cli import main as bench_main
 from edge_runtime.cost import devices
 from edge_runtime.cost import graph_cost as gc
 from edge_runtime.cost.devices import (DEPTHWISE_PENALTY, DEVICES, ESTIMATE_LABEL, cpu_scale, frame_estimate,
-                                       graph_ms, host_cpu_ghz, resolve_devices)
+                                       graph_ms, resolve_devices)
 from edge_runtime.cost.graph_cost import count_macs, graph_cost
 from fake_bundle import make_fake_bundle
 
@@ -127,7 +127,10 @@ def test_cpu_stages_scale_by_clock_and_per_clock_factor():
 
 
 def test_host_clock_from_cpuinfo(tmp_path, monkeypatch):
-    monkeypatch.setattr(devices, "cpu_clocks", lambda: None)
+    from edge_runtime.inference import device_info
+    from edge_runtime.inference.device_info import cpu_ghz as host_cpu_ghz
+
+    monkeypatch.setattr(device_info, "cpu_clocks", lambda: None)
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\ncpu MHz\t\t: 2596.142\n")
     assert host_cpu_ghz(str(info)) == pytest.approx(2.596142)

@@ -37,10 +37,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, Optional, Tuple
-
-from edge_runtime.inference.device_info import cpu_clocks
 
 ESTIMATE_LABEL = "estimate, not measured on a device"
 
@@ -105,25 +102,6 @@ def graph_ms(dense_macs: float, depthwise_macs: float, device: DeviceSpec,
              depthwise_penalty: float = DEPTHWISE_PENALTY) -> float:
     """Estimated INT8 time (ms) of one graph run: (dense + penalty * depthwise MACs) / the device rate."""
     return (dense_macs + depthwise_penalty * depthwise_macs) / device.int8_macs_per_s * 1e3
-
-
-def host_cpu_ghz(cpuinfo: str = "/proc/cpuinfo") -> Optional[float]:
-    """The host's CPU clock in GHz: cpufreq's maximum where exposed, else /proc/cpuinfo's 'cpu MHz'
-    (what a VM reports); None where neither is readable."""
-    clocks = cpu_clocks()
-    if clocks is not None and clocks["max_mhz"]:
-        return max(clocks["max_mhz"]) / 1000.0
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("cpu MHz") and ":" in line:
-            try:
-                return float(line.split(":", 1)[1]) / 1000.0
-            except ValueError:
-                return None
-    return None
 
 
 def cpu_scale(device: DeviceSpec, host_ghz: Optional[float], machine: Optional[str] = None) -> float:

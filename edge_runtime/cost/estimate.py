@@ -20,11 +20,11 @@ import onnx
 
 from edge_runtime import names
 from edge_runtime.bench import synthetic_frame
-from edge_runtime.errors import BundleError
 from edge_runtime.cost.devices import (DEPTHWISE_PENALTY, DEPTHWISE_PENALTY_RANGE, ESTIMATE_LABEL, DeviceSpec,
-                                       frame_estimate, host_cpu_ghz)
+                                       frame_estimate)
 from edge_runtime.cost.graph_cost import GraphCost, graph_cost
-from edge_runtime.inference.device_info import cpu_model
+from edge_runtime.errors import BundleError
+from edge_runtime.inference.device_info import cpu_ghz, cpu_model
 from edge_runtime.preprocess import PreprocessConfig, global_input, prepare_frame
 from edge_runtime.roi import crop_rois
 
@@ -96,7 +96,7 @@ def estimate_bundle(root: Path, cfg: PreprocessConfig, k: int, use_parts: bool, 
     "estimates": {key: frame_estimate}, "depthwise_penalty", "sensitivity": {key: {penalty: total_ms}}}."""
     costs = bundle_graph_costs(root, use_parts)
     host = measure_host_cpu_ms(cfg, k, use_parts, host_frames)
-    ghz = host_cpu_ghz()
+    ghz = cpu_ghz()
     host.update({"cpu": cpu_model(), "machine": platform.machine(), "ghz": ghz})
     macs = {g: (float(c.dense_macs), float(c.depthwise_macs)) for g, c in costs.items()}
     devices = list(devices)

@@ -28,15 +28,34 @@ def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def cpuinfo_field(key: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The value of the first `key : value` line of /proc/cpuinfo (the first CPU's), or None."""
+    for line in (_read(cpuinfo) or "").splitlines():
+        if line.startswith(key) and ":" in line:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo (x86 'model name', Arm 'Hardware'/'Model'), else
     platform.processor()."""
-    text = _read("/proc/cpuinfo") or ""
     for key in ("model name", "Hardware", "Model"):
-        for line in text.splitlines():
-            if line.startswith(key) and ":" in line:
-                return line.split(":", 1)[1].strip()
+        value = cpuinfo_field(key)
+        if value:
+            return value
     return platform.processor() or platform.machine()
+
+
+def cpu_ghz(cpuinfo: str = "/proc/cpuinfo") -> float | None:
+    """The CPU clock in GHz: cpufreq's maximum where exposed, else /proc/cpuinfo's 'cpu MHz' (what a VM
+    reports); None where neither is readable."""
+    clocks = cpu_clocks()
+    if clocks is not None and clocks["max_mhz"]:
+        return max(clocks["max_mhz"]) / 1000.0
+    try:
+        return float(cpuinfo_field("cpu MHz", cpuinfo) or "") / 1000.0
+    except ValueError:
+        return None
 
 
 def cpu_clocks() -> dict | None:

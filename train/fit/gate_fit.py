@@ -27,9 +27,7 @@ def measure_photos(root: Path, samples: list[Sample], limit: int = MAX_QUALITY_P
         raise ValueError("quality fit: no train photos")
     picks = np.unique(np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int))
     cfg = QualityConfig(enabled=False)  # measure only
-    rows = [check_frame(read_image(Path(root) / samples[i].path), cfg) for i in picks]
-    return GateMeasures(np.array([r.focus for r in rows]), np.array([r.brightness for r in rows]),
-                        np.array([r.clipped for r in rows]))
+    return GateMeasures.of([check_frame(read_image(Path(root) / samples[i].path), cfg) for i in picks])
 
 
 def fit_quality(root: Path, samples: list[Sample], reject_rate: float = FIT_REJECT_RATE) -> dict:
