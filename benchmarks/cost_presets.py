@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import onnx
 import torch
 import torchvision
@@ -28,9 +30,11 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_runtime.cost.devices import (DEPTHWISE_PENALTY, DEPTHWISE_PENALTY_RANGE, DEVICES,  # noqa: E402
-                                       ESTIMATE_LABEL, RESNET50_MACS)
+                                       ESTIMATE_LABEL, RESNET50_MACS, cpu_scale)
 from edge_runtime.cost.estimate import estimate_bundle, format_estimate, measure_host_cpu_ms  # noqa: E402
 from edge_runtime.cost.graph_cost import graph_cost  # noqa: E402
+from edge_runtime.inference.device_info import cpu_ghz  # noqa: E402
+from edge_runtime.preprocess import square_frame  # noqa: E402
 from export.onnx_export import DEFAULT_OPSET, export_graphs, export_module  # noqa: E402
 from _common import cpu_flags  # noqa: E402
 from train.model.mgfen import PRESETS, ModelConfig, build_model  # noqa: E402
@@ -40,7 +44,7 @@ MB = 1e6
 
 
 # Not presets: what the levers the issue names would cost (another engineer decides the presets).
-VARIANTS = ("edge:global_size=384", "edge:ace=false,brightness_target=none")
+VARIANTS = ("edge:luma_space=lab", "edge:global_size=384", "edge:ace=false,brightness_target=none")
 
 
 def parse_variant(text: str) -> ModelConfig:
@@ -56,7 +60,10 @@ def parse_variant(text: str) -> ModelConfig:
         low = raw.lower()
         value = {"true": True, "false": False, "none": None}.get(low, raw)
         if isinstance(value, str):
-            value = float(raw) if "." in raw else int(raw)
+            try:
+                value = float(raw) if "." in raw else int(raw)
+            except ValueError:
+                pass  # a word: the field's own validation judges it
         (pre if key in dataclasses.asdict(cfg.preprocess) else top)[key] = value
     return dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, **pre), **top)
 
@@ -75,6 +82,29 @@ def preset_estimate(name: str, cfg: ModelConfig, tmp: Path, host_frames: int) ->
     return est
 
 
+# Camera frames the scanner may get (H, W), against the edge frame: 1080p (a non-integer 1.41:1 area
+# resize), 2:1 and 4:3 modes, and a mode already at the frame's side.
+CAMERA_SIZES = ((1080, 1920), (1536, 1536), (1536, 2048), (768, 1024))
+
+
+def camera_resize_ms(frame_side: int, frames: int) -> dict[str, float]:
+    """{"HxW": ms}: square_frame (centre square + area resize to frame_side) on one OpenCV thread, fastest of
+    `frames` runs on a smooth random frame of each CAMERA_SIZES size. The cost model leaves it out (it
+    assumes frames of side F), so this says what a camera mode larger than F adds."""
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng(0)
+    out = {}
+    for h, w in CAMERA_SIZES:
+        img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (5, 5), 0)
+        times = []
+        for _ in range(frames):
+            t0 = time.perf_counter()
+            square_frame(img, frame_side)
+            times.append((time.perf_counter() - t0) * 1e3)
+        out[f"{h}x{w}"] = min(times)
+    return out
+
+
 def resnet50_macs(tmp: Path) -> int:
     """graph_cost of torchvision's ResNet-50 (v1.5) exported at 1x3x224x224."""
     net = torchvision.models.resnet50(weights=None).eval()
@@ -83,7 +113,7 @@ def resnet50_macs(tmp: Path) -> int:
     return graph_cost(onnx.load(str(path))).macs["total"]
 
 
-def markdown(results: dict, resnet: int, command: str, flags: str) -> str:
+def markdown(results: dict, resnet: int, command: str, flags: str, camera: dict) -> str:
     lo, hi = DEPTHWISE_PENALTY_RANGE
     lines = [f"# Cost model: the presets on the target Jetsons ({ESTIMATE_LABEL})", "",
              f"Made by `{command}` ({time.strftime('%Y-%m-%d')}; host {flags}; load average "
@@ -120,10 +150,19 @@ def markdown(results: dict, resnet: int, command: str, flags: str) -> str:
             s = est["sensitivity"][key]
             lines.append(f"| {name} | {key} | {e['gpu_ms']:.2f} | {e['cpu_ms']:.2f} | {e['total_ms']:.2f} | "
                          f"{e['fps']:.1f} | {e['fps_overlapped']:.1f} | {s[str(lo)]:.2f} / {s[str(hi)]:.2f} |")
+    side = camera["frame_side"]
+    lines += ["", f"## Camera frames larger than F ({side} px): square_frame on one OpenCV thread, not in the table "
+              "above", "", "| camera frame | host ms | " + " | ".join(f"{k} ms (scaled)" for k in camera["scale"])
+              + " |", "|---|---|" + "---|" * len(camera["scale"])]
+    for size, ms in camera["ms"].items():
+        lines.append(f"| {size} | {ms:.2f} | " + " | ".join(f"{ms * f:.2f}" for f in camera["scale"].values()) + " |")
+    lines += ["", "A 2:1 or integer-ratio mode costs little; a non-integer area resize (1080p to 768 px) costs more "
+              "than the whole preprocessing of the frame. Pick a camera mode of F or 2F (`csi://0?size=WxH`), or "
+              "let the camera pipeline scale."]
     lines += ["", "frames/s: the CPU stages then the graphs, one frame at a time; overlapped: the next frame's CPU "
               "stages beside the graphs (mgfen-scan's prefetch), 1000 / max(CPU, graphs). Not modelled: kernel "
               "launch overhead per layer (the graphs' estimate is optimistic for small graphs), memory "
-              "bandwidth, OpenCV using more than one core, camera frames larger than F.", "",
+              "bandwidth, OpenCV using more than one core, camera frames larger than F (the section above).", "",
               "Same numbers for any bundle: `mgfen-bench --bundle B --estimate all` (text) or "
               "`--estimate all --json -`; the export report's `cost` section holds them for every device.", ""]
     if any(name not in PRESETS for name in results):
@@ -151,10 +190,15 @@ def main() -> None:
             results[name] = preset_estimate(name, cfg, Path(tmp), args.host_frames)
             print(f"== {name}\n{format_estimate(results[name])}", flush=True)
         resnet = resnet50_macs(Path(tmp))
+    side = PRESETS["edge"].preprocess.frame_size
+    camera = {"frame_side": side, "ms": camera_resize_ms(side, args.host_frames),
+              "scale": {k: cpu_scale(d, cpu_ghz()) for k, d in DEVICES.items()}}
+    print(f"camera frame -> {side} px, host ms: {camera['ms']}", flush=True)
     command = "python benchmarks/cost_presets.py" + ("" if len(sys.argv) == 1 else " " + " ".join(sys.argv[1:]))
-    args.out.write_text(markdown(results, resnet, command, flags))
+    args.out.write_text(markdown(results, resnet, command, flags, camera))
     args.out.with_suffix(".json").write_text(json.dumps({"host_flags": flags, "resnet50_224_macs": resnet,
-                                                        "presets": results}, indent=2) + "\n")
+                                                        "presets": results, "camera_resize": camera}, indent=2)
+                                             + "\n")
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 

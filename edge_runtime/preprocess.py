@@ -1,5 +1,5 @@
 """The one preprocessing path: image reading and validation, adaptive contrast enhancement (CLAHE on
-luminance), brightness normalisation, resizing and conversion to float32 NCHW.
+luminance: L of LAB or Y of YCrCb), brightness normalisation, resizing and conversion to float32 NCHW.
 
 Training, calibration, export parity checks and the scanner all call these functions, so what a model
 was trained on is exactly what it sees on the device. numpy + OpenCV only.
@@ -27,6 +27,14 @@ MAX_PIXELS = 200_000_000  # refuse decompression bombs; a 12000 x 12000 frame (1
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
+# The luminance space enhancement runs in: (BGR -> space, space -> BGR, space -> RGB) OpenCV codes.
+# LAB's conversions are float maths with cube roots (~5.7 ms both ways for a 768 px frame on one x86
+# core); YCrCb's are integer matrix products (~0.5 ms), with the same CLAHE and gain on its Y channel.
+LUMA_SPACES = {
+    "lab": (cv2.COLOR_BGR2LAB, cv2.COLOR_LAB2BGR, cv2.COLOR_LAB2RGB),
+    "ycrcb": (cv2.COLOR_BGR2YCrCb, cv2.COLOR_YCrCb2BGR, cv2.COLOR_YCrCb2RGB),
+}
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -35,9 +43,11 @@ class PreprocessConfig:
     frame_size: side F of the square frame crops are taken from (the micro-feature pixel scale).
     global_size: side S of the global view fed to global.onnx.
     crop_size: side R of each ROI crop fed to parts.onnx.
-    ace: apply CLAHE to the LAB luminance channel.
+    ace: apply CLAHE to the luminance channel.
     clahe_clip, clahe_grid: CLAHE clip limit and tile grid (grid x grid tiles).
-    brightness_target: mean luminance in [0, 1] after a gain on L; None leaves brightness alone.
+    brightness_target: mean luminance in [0, 1] after a gain on it; None leaves brightness alone.
+    luma_space: where luminance comes from (LUMA_SPACES): "lab" (L; checkpoints and bundles that do not
+        name a space were made with it) or "ycrcb" (Y; the edge preset, for its cheaper conversions).
     """
 
     frame_size: int = 1024
@@ -47,6 +57,7 @@ class PreprocessConfig:
     clahe_clip: float = 2.0
     clahe_grid: int = 8
     brightness_target: float | None = 0.5
+    luma_space: str = "lab"
 
     def __post_init__(self) -> None:
         for name in ("frame_size", "global_size", "crop_size", "clahe_grid"):
@@ -59,6 +70,9 @@ class PreprocessConfig:
             raise ValueError("preprocess.clahe_clip must be > 0")
         if self.brightness_target is not None and not 0.0 < self.brightness_target < 1.0:
             raise ValueError("preprocess.brightness_target must be in (0, 1) or null")
+        if self.luma_space not in LUMA_SPACES:
+            raise ValueError(f"preprocess.luma_space must be one of {', '.join(LUMA_SPACES)}, "
+                             f"got {self.luma_space!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -208,9 +222,9 @@ def _clahe(clip: float, grid: int) -> cv2.CLAHE:
     return cv2.createCLAHE(clipLimit=clip, tileGridSize=(grid, grid))
 
 
-def _enhance_lab(lab: np.ndarray, cfg: PreprocessConfig) -> None:
-    """CLAHE and the brightness gain on the L channel of HxWx3 uint8 LAB `lab`, in place."""
-    lum = np.ascontiguousarray(lab[:, :, 0])  # a copy: OpenCV wants a contiguous plane
+def _enhance_luma(planes: np.ndarray, cfg: PreprocessConfig) -> None:
+    """CLAHE and the brightness gain on channel 0 (L or Y) of HxWx3 uint8 `planes` (LAB or YCrCb), in place."""
+    lum = np.ascontiguousarray(planes[:, :, 0])  # a copy: OpenCV wants a contiguous plane
     if cfg.ace:
         _clahe(float(cfg.clahe_clip), int(cfg.clahe_grid)).apply(lum, dst=lum)
     if cfg.brightness_target is not None:
@@ -218,21 +232,22 @@ def _enhance_lab(lab: np.ndarray, cfg: PreprocessConfig) -> None:
         mean = cv2.sumElems(lum)[0] / lum.size
         gain = cfg.brightness_target * 255.0 / max(mean, 1.0)
         cv2.convertScaleAbs(lum, dst=lum, alpha=gain)  # saturating uint8
-    lab[:, :, 0] = lum
+    planes[:, :, 0] = lum
 
 
 def enhance(bgr: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """Adaptive contrast enhancement and brightness normalisation on luminance.
 
-    bgr: HxWx3 uint8 BGR. Returns HxWx3 uint8 BGR. CLAHE (cfg.clahe_clip, cfg.clahe_grid) runs on the L
-    channel of LAB; then L is scaled so its mean is cfg.brightness_target * 255. Colour (a, b) is kept,
-    since colour can be an authentication cue.
+    bgr: HxWx3 uint8 BGR. Returns HxWx3 uint8 BGR. CLAHE (cfg.clahe_clip, cfg.clahe_grid) runs on the
+    luminance of cfg.luma_space (L of LAB or Y of YCrCb); then it is scaled so its mean is
+    cfg.brightness_target * 255. Colour (a, b or Cr, Cb) is kept, since colour can be an authentication cue.
     """
     if not cfg.ace and cfg.brightness_target is None:
         return bgr
-    lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2LAB)
-    _enhance_lab(lab, cfg)
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR, dst=lab)
+    to_space, to_bgr, _ = LUMA_SPACES[cfg.luma_space]
+    planes = cv2.cvtColor(bgr, to_space)
+    _enhance_luma(planes, cfg)
+    return cv2.cvtColor(planes, to_bgr, dst=planes)
 
 
 def square_crop_box(height: int, width: int) -> tuple[int, int, int]:
@@ -269,11 +284,12 @@ def prepare_frame(bgr: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     square = square_frame(bgr, cfg.frame_size)
     if not cfg.ace and cfg.brightness_target is None:
         return cv2.cvtColor(square, cv2.COLOR_BGR2RGB)
-    # enhance() then BGR -> RGB, with LAB -> RGB in one conversion (bit-identical: checked over all
-    # 2^24 LAB triples) and in place, so the frame costs one new array.
-    lab = cv2.cvtColor(square, cv2.COLOR_BGR2LAB)
-    _enhance_lab(lab, cfg)
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB, dst=lab)
+    # enhance() then BGR -> RGB, with space -> RGB in one conversion (bit-identical: checked over all
+    # 2^24 triples of both spaces) and in place, so the frame costs one new array.
+    to_space, _, to_rgb = LUMA_SPACES[cfg.luma_space]
+    planes = cv2.cvtColor(square, to_space)
+    _enhance_luma(planes, cfg)
+    return cv2.cvtColor(planes, to_rgb, dst=planes)
 
 
 def to_nchw(rgb: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The shared preprocessing path: reading, validation, conversions, enhancement, shapes and dtypes."""
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -151,6 +152,29 @@ def test_load_frame_and_sorted_listing(tmp_path):
     assert load_frame(files[1], CFG).shape == (128, 128, 3)
 
 
+def test_luma_spaces_enhance_alike_and_old_files_mean_lab():
+    # The same CLAHE + gain on Y instead of L: brightness normalised, the colour of a uniform patch kept,
+    # the two outputs close but not equal (so a bundle must say which one it was trained on).
+    img = (_photo() * 0.4).astype(np.uint8)
+    lab_cfg = PreprocessConfig(frame_size=128, global_size=64, crop_size=32)
+    ycc_cfg = PreprocessConfig(frame_size=128, global_size=64, crop_size=32, luma_space="ycrcb")
+    lab, ycc = enhance(img, lab_cfg), enhance(img, ycc_cfg)
+    assert abs(float(cv2.cvtColor(ycc, cv2.COLOR_BGR2YCrCb)[:, :, 0].mean()) - 127.5) < 6
+    diff = np.abs(lab.astype(int) - ycc.astype(int))
+    assert 0 < diff.mean() < 20
+    patch = np.zeros((64, 64, 3), np.uint8)
+    patch[:] = (40, 60, 120)  # a dark red-brown, BGR
+    bright = enhance(patch, dataclasses.replace(ycc_cfg, ace=False))
+    hue = lambda bgr: cv2.cvtColor(bgr[:1, :1], cv2.COLOR_BGR2HSV)[0, 0, 0]
+    assert abs(int(hue(bright)) - int(hue(patch))) <= 2 and bright.mean() > patch.mean()
+    old = lab_cfg.to_dict()
+    del old["luma_space"]  # a checkpoint or manifest written before the field existed
+    assert PreprocessConfig.from_dict(old).luma_space == "lab"
+    assert PreprocessConfig.from_dict(ycc_cfg.to_dict()) == ycc_cfg
+    with pytest.raises(ValueError, match="luma_space must be one of lab, ycrcb"):
+        PreprocessConfig(luma_space="hsv")
+
+
 def test_config_validation_and_roundtrip():
     assert PreprocessConfig.from_dict(CFG.to_dict()) == CFG
     with pytest.raises(ValueError, match="unknown preprocess keys"):
@@ -168,7 +192,8 @@ def test_decode_image_names_source():
 
 @pytest.mark.parametrize("cfg", [CFG, PreprocessConfig(frame_size=96, global_size=64, crop_size=32, ace=False),
                                  PreprocessConfig(frame_size=80, global_size=64, crop_size=32, clahe_grid=4,
-                                                  brightness_target=None)])
+                                                  brightness_target=None),
+                                 PreprocessConfig(frame_size=128, global_size=64, crop_size=32, luma_space="ycrcb")])
 @pytest.mark.parametrize("shape", [(96, 160), (150, 150), (40, 33)])
 def test_prepare_frame_is_square_frame_enhance_then_rgb(cfg, shape):
     # prepare_frame fuses LAB -> BGR -> RGB into one conversion; it must stay the documented composition,
@@ -179,7 +204,9 @@ def test_prepare_frame_is_square_frame_enhance_then_rgb(cfg, shape):
     frame = prepare_frame(img, cfg)
     assert np.array_equal(frame, expected) and frame.flags.c_contiguous
     assert np.array_equal(img, before)
-    manual = cv2.cvtColor(square_frame(img, cfg.frame_size), cv2.COLOR_BGR2LAB)
+    to_space, to_bgr = {"lab": (cv2.COLOR_BGR2LAB, cv2.COLOR_LAB2BGR),
+                        "ycrcb": (cv2.COLOR_BGR2YCrCb, cv2.COLOR_YCrCb2BGR)}[cfg.luma_space]
+    manual = cv2.cvtColor(square_frame(img, cfg.frame_size), to_space)
     if cfg.ace or cfg.brightness_target is not None:
         lum = manual[:, :, 0]
         if cfg.ace:
@@ -187,7 +214,7 @@ def test_prepare_frame_is_square_frame_enhance_then_rgb(cfg, shape):
         if cfg.brightness_target is not None:
             lum = cv2.convertScaleAbs(lum, alpha=cfg.brightness_target * 255.0 / max(float(lum.mean()), 1.0))
         manual[:, :, 0] = lum
-    assert np.array_equal(cv2.cvtColor(cv2.cvtColor(manual, cv2.COLOR_LAB2BGR), cv2.COLOR_BGR2RGB), frame)
+    assert np.array_equal(cv2.cvtColor(cv2.cvtColor(manual, to_bgr), cv2.COLOR_BGR2RGB), frame)
 
 
 def test_crops_of_float32_whole_pixel_boxes_equal_roi_align():

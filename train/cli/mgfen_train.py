@@ -8,6 +8,7 @@ import json
 import click
 
 from edge_runtime.cli.cli_errors import OutputPath, error_boundary
+from edge_runtime.preprocess import LUMA_SPACES
 from edge_runtime.quality_fit import describe_gate_fit
 from train.enhance.blend import BLEND_MODES
 from train.fit.config import SELECT_METRICS, TrainConfig
@@ -85,6 +86,9 @@ Examples:
                    "is smaller, so part crops are the photo's own pixels, never magnified (train/data/frame_fit.py).")
 @click.option("--global-size", type=int, default=None, help="Override the global view side S (multiple of 32).")
 @click.option("--crop-size", type=int, default=None, help="Override the crop side R (multiple of 32).")
+@click.option("--luma-space", type=click.Choice(sorted(LUMA_SPACES)), default=None,
+              help="Luminance that contrast enhancement and the brightness gain work on: Y of YCrCb (the edge "
+                   "preset's, cheap) or L of LAB (the paper preset's).")
 @click.option("--k", "k", type=int, default=None, help="Number of part boxes (preset: 4).")
 @click.option("--backbone-lr-scale", type=float, default=None,
               help="Backbone learning rate = lr * this (default: the preset's).")
@@ -111,8 +115,8 @@ Examples:
 @bg_train_options(bg_replace=DEFAULTS["bg_replace"], blend=DEFAULTS["blend"], fg_prior=DEFAULTS["fg_prior"])
 @error_boundary
 def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, seed, resume, no_fpn, no_parts,
-         part_backbone, global_weight, part_weight, no_augment, frame_size, fit_frame, global_size, crop_size, k,
-         backbone_lr_scale, head_epochs, freeze_bn, select, stability, threads, workers, as_json,
+         part_backbone, global_weight, part_weight, no_augment, frame_size, fit_frame, global_size, crop_size,
+         luma_space, k, backbone_lr_scale, head_epochs, freeze_bn, select, stability, threads, workers, as_json,
          target_recall, target_precision, novelty_rate, bg_replace, backgrounds, blend, fg_prior) -> None:
     """Train MGFEN (global branch + FPN heatmap + full-resolution part crops) and test the best epoch."""
     from train.fit.trainer import train
@@ -121,7 +125,7 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
                       batch=batch, lr=lr, device=device, seed=seed, resume=resume, fpn=not no_fpn,
                       use_parts=not no_parts, part_backbone=part_backbone, global_weight=global_weight,
                       part_weight=part_weight, augment=not no_augment, frame_size=frame_size, fit_frame=fit_frame,
-                      global_size=global_size, crop_size=crop_size, k=k, backbone_lr_scale=backbone_lr_scale,
+                      global_size=global_size, crop_size=crop_size, luma_space=luma_space, k=k, backbone_lr_scale=backbone_lr_scale,
                       head_epochs=head_epochs, freeze_bn=freeze_bn, select=select, stability=stability, threads=threads,
                       workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend,
                       fg_prior=fg_prior, target_recall=target_recall, target_precision=target_precision,

@@ -50,6 +50,7 @@ class TrainConfig:
     fit_frame: bool = True  # with no frame_size: shrink the preset's frame to photos smaller than it (train.data.frame_fit)
     global_size: int | None = None
     crop_size: int | None = None
+    luma_space: str | None = None  # where ACE takes luminance from (edge_runtime.preprocess.LUMA_SPACES)
     k: int | None = None
     stability: int = 0
     backbone_lr_scale: float | None = None  # backbone lr = lr * this (train.fit.finetune.param_groups)
@@ -110,10 +111,11 @@ class TrainConfig:
             overrides["global_weight"] = self.global_weight
         if self.k is not None:
             overrides["k"] = self.k
-        sizes = {n: getattr(self, n) for n in ("frame_size", "global_size", "crop_size") if getattr(self, n) is not None}
-        if sizes:
+        pre = {n: getattr(self, n) for n in ("frame_size", "global_size", "crop_size", "luma_space")
+               if getattr(self, n) is not None}
+        if pre:
             try:
-                overrides["preprocess"] = dataclasses.replace(PRESETS[self.preset].preprocess, **sizes)
+                overrides["preprocess"] = dataclasses.replace(PRESETS[self.preset].preprocess, **pre)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         return preset(self.preset, **overrides)
