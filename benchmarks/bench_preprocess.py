@@ -12,8 +12,8 @@ every round, the order flipped each round, so machine load hits both alike):
    cv2.setNumThreads value: square crop + resize, BGR->LAB, CLAHE on L, brightness gain, LAB->RGB,
    global resize, NCHW float32, and crop_rois (K boxes, the same function on both sides), plus the
    real functions end to end and the ratio reference / current;
-3. options that CHANGE what the model sees (YCrCb is the edge preset's luma_space; the others are not
-   implemented in edge_runtime):
+3. options that CHANGE what the model sees (YCrCb is luma_space "ycrcb", which no preset uses; the others
+   are not implemented in edge_runtime):
    their cost beside the current path and their difference from its output, in grey levels;
 4. with --bundle: the whole per-frame pipeline (preprocess, global graph, crops, parts graph) for
    cv2 threads x onnxruntime intra-op threads, run sequentially, and with the next frame's
@@ -45,9 +45,7 @@ from edge_runtime.roi import _sample_axis, crop_rois
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import run_rounds  # noqa: E402
 
-# The edge preset's sizes with LAB, the path the reference was sped up on (the preset itself now uses
-# YCrCb: luma_space, measured among the options).
-EDGE = PreprocessConfig(frame_size=768, global_size=128, crop_size=96, luma_space="lab")
+EDGE = PreprocessConfig(frame_size=768, global_size=128, crop_size=96)  # train.model.mgfen.PRESETS["edge"]
 SOURCES = ((1024, 1024), (960, 1280), (768, 768), (1080, 1920))  # (H, W)
 
 
@@ -214,7 +212,7 @@ def _linear_square(bgr: np.ndarray, size: int) -> np.ndarray:
 
 
 def opt_ycrcb(bgr: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """CLAHE + gain on Y of YCrCb instead of L of LAB (luma_space "ycrcb", the edge preset's)."""
+    """CLAHE + gain on Y of YCrCb instead of L of LAB (luma_space "ycrcb")."""
     return prepare_frame(bgr, dataclasses.replace(cfg, luma_space="ycrcb"))
 
 
@@ -340,7 +338,7 @@ def bench_steps(frames: list[np.ndarray], cfg: PreprocessConfig, threads: list[i
 
 def bench_options(frames: list[np.ndarray], cfg: PreprocessConfig, threads: list[int], rounds: int,
                   warmup: int) -> None:
-    print("\nOptions that CHANGE the model input (YCrCb is luma_space 'ycrcb', the edge preset's; the others "
+    print("\nOptions that CHANGE the model input (YCrCb is luma_space 'ycrcb', not a preset's; the others "
           "are not implemented in edge_runtime), prepare_frame only; "
           "difference from the current output over all frames:")
     for t in threads:

@@ -44,7 +44,7 @@ MB = 1e6
 
 
 # Not presets: what the levers the issue names would cost (another engineer decides the presets).
-VARIANTS = ("edge:luma_space=lab", "edge:global_size=384", "edge:ace=false,brightness_target=none")
+VARIANTS = ("edge:luma_space=ycrcb", "edge:global_size=384", "edge:ace=false,brightness_target=none")
 
 
 def parse_variant(text: str) -> ModelConfig:

@@ -160,9 +160,13 @@ def train_and_score(data: Path, out: Path, seed: int, overrides: dict, threads: 
 
 
 def cached_features(data: Path, paths: list[str], probe_sizes: tuple[int, ...], cache: Path) -> ImageFeatures:
-    """extract_features, kept in `cache` under a key of the data folder, the image list and the probe sizes
-    (the baselines' features do not depend on the trained models, so variants of a run share them)."""
-    key = hashlib.sha1(json.dumps([str(data.resolve()), paths, list(probe_sizes)]).encode()).hexdigest()[:16]
+    """extract_features, kept in `cache` under a key of the data folder, the image list, the probe sizes and
+    the edge preset's preprocessing the probe sees (the baselines' features do not depend on the trained
+    models, so variants of a run share them; a changed preset does not)."""
+    from train.model.mgfen import PRESETS
+
+    key = hashlib.sha1(json.dumps([str(data.resolve()), paths, list(probe_sizes),
+                                   PRESETS["edge"].preprocess.to_dict()]).encode()).hexdigest()[:16]
     path = cache / f"features_{data.name}_{key}.pkl"
     if path.is_file():
         return pickle.loads(path.read_bytes())

@@ -46,8 +46,8 @@ class PreprocessConfig:
     ace: apply CLAHE to the luminance channel.
     clahe_clip, clahe_grid: CLAHE clip limit and tile grid (grid x grid tiles).
     brightness_target: mean luminance in [0, 1] after a gain on it; None leaves brightness alone.
-    luma_space: where luminance comes from (LUMA_SPACES): "lab" (L; checkpoints and bundles that do not
-        name a space were made with it) or "ycrcb" (Y; the edge preset, for its cheaper conversions).
+    luma_space: where luminance comes from (LUMA_SPACES): "lab" (L; both presets, and checkpoints and
+        bundles that do not name a space) or "ycrcb" (Y; cheaper conversions, a different model input).
     """
 
     frame_size: int = 1024

@@ -57,10 +57,10 @@ def test_mgfen_train_fits_the_frame_to_small_photos(tmp_path):
     output, frame, info = _train(data, tmp_path / "fit")
     assert frame == {"size": 128, "preset": 768, "median_square_side": 128.0, "fitted": True}
     assert info["model_config"].preprocess.frame_size == 128  # what export and the runtime read
-    assert info["model_config"].preprocess.luma_space == "ycrcb"  # the preset's, kept through the fit
+    assert info["model_config"].preprocess.luma_space == "lab"  # the preset's, kept through the fit
     assert "frame fitted: 128 px (photos' median square 128 px; preset 768" in output
 
-    output, frame, info = _train(data, tmp_path / "preset", "--preset-frame", "--luma-space", "lab")
+    output, frame, info = _train(data, tmp_path / "preset", "--preset-frame", "--luma-space", "ycrcb")
     assert frame == {"size": 768, "preset": 768, "fitted": False}
     assert info["model_config"].preprocess.frame_size == 768 and "frame fitted" not in output
-    assert info["model_config"].preprocess.luma_space == "lab"
+    assert info["model_config"].preprocess.luma_space == "ycrcb"

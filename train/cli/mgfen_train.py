@@ -87,8 +87,8 @@ Examples:
 @click.option("--global-size", type=int, default=None, help="Override the global view side S (multiple of 32).")
 @click.option("--crop-size", type=int, default=None, help="Override the crop side R (multiple of 32).")
 @click.option("--luma-space", type=click.Choice(sorted(LUMA_SPACES)), default=None,
-              help="Luminance that contrast enhancement and the brightness gain work on: Y of YCrCb (the edge "
-                   "preset's, cheap) or L of LAB (the paper preset's).")
+              help="Luminance that contrast enhancement and the brightness gain work on: L of LAB (the presets') "
+                   "or Y of YCrCb (2.2x cheaper preprocessing, lower AUC on the real development sets).")
 @click.option("--k", "k", type=int, default=None, help="Number of part boxes (preset: 4).")
 @click.option("--backbone-lr-scale", type=float, default=None,
               help="Backbone learning rate = lr * this (default: the preset's).")
