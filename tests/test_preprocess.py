@@ -196,7 +196,7 @@ def test_decode_image_names_source():
                                  PreprocessConfig(frame_size=128, global_size=64, crop_size=32, luma_space="ycrcb")])
 @pytest.mark.parametrize("shape", [(96, 160), (150, 150), (40, 33)])
 def test_prepare_frame_is_square_frame_enhance_then_rgb(cfg, shape):
-    # prepare_frame fuses LAB -> BGR -> RGB into one conversion; it must stay the documented composition,
+    # prepare_frame fuses space -> BGR -> RGB into one conversion; it must stay the documented composition,
     # bit for bit, and leave the caller's array alone.
     img = _photo(*shape, seed=shape[0])
     before = img.copy()

@@ -20,7 +20,7 @@ def _run(aucs: dict[str, list[float]]) -> dict:
         for s, a in enumerate(values)]} for name, values in aucs.items()]}
 
 
-def test_differences_per_split_and_summary(tmp_path):
+def test_differences_per_split_and_summary():
     a = _run({"d1": [0.80, 0.90, 0.61], "only_a": [0.5]})
     b = _run({"d1": [0.85, 0.88]})  # two of A's three splits
     text = realdata_compare.compare(a, b, ("lab", "ycrcb"))
@@ -30,7 +30,7 @@ def test_differences_per_split_and_summary(tmp_path):
     assert "| d1 | no-parts | 2 | 0.750 | 0.765 | +0.015 +- 0.049 | 1 of 2 |" in text
 
 
-def test_nothing_shared_and_unreadable_files_are_one_line_errors(tmp_path, capsys):
+def test_nothing_shared_and_unreadable_files_are_one_line_errors(tmp_path):
     with pytest.raises(SystemExit, match="share no dataset"):
         realdata_compare.compare(_run({"x": [0.5]}), _run({"y": [0.5]}), ("a", "b"))
     good = tmp_path / "a.json"

@@ -125,8 +125,9 @@ def main(data, out, preset, backbone, pretrained, epochs, batch, lr, device, see
                       batch=batch, lr=lr, device=device, seed=seed, resume=resume, fpn=not no_fpn,
                       use_parts=not no_parts, part_backbone=part_backbone, global_weight=global_weight,
                       part_weight=part_weight, augment=not no_augment, frame_size=frame_size, fit_frame=fit_frame,
-                      global_size=global_size, crop_size=crop_size, luma_space=luma_space, k=k, backbone_lr_scale=backbone_lr_scale,
-                      head_epochs=head_epochs, freeze_bn=freeze_bn, select=select, stability=stability, threads=threads,
+                      global_size=global_size, crop_size=crop_size, luma_space=luma_space, k=k,
+                      backbone_lr_scale=backbone_lr_scale, head_epochs=head_epochs, freeze_bn=freeze_bn, select=select,
+                      stability=stability, threads=threads,
                       workers=workers, progress=True, bg_replace=bg_replace, backgrounds=backgrounds, blend=blend,
                       fg_prior=fg_prior, target_recall=target_recall, target_precision=target_precision,
                       novelty_rate=novelty_rate)
