@@ -29,6 +29,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge_runtime.bench import synthetic_frame  # noqa: E402
 from edge_runtime.cost.devices import (DEPTHWISE_PENALTY, DEPTHWISE_PENALTY_RANGE, DEVICES,  # noqa: E402
                                        ESTIMATE_LABEL, RESNET50_MACS, cpu_scale)
 from edge_runtime.cost.estimate import estimate_bundle, format_estimate, measure_host_cpu_ms  # noqa: E402
@@ -89,13 +90,12 @@ CAMERA_SIZES = ((1080, 1920), (1536, 1536), (1536, 2048), (768, 1024))
 
 def camera_resize_ms(frame_side: int, frames: int) -> dict[str, float]:
     """{"HxW": ms}: square_frame (centre square + area resize to frame_side) on one OpenCV thread, fastest of
-    `frames` runs on a smooth random frame of each CAMERA_SIZES size. The cost model leaves it out (it
+    `frames` runs on a frame of each CAMERA_SIZES size. The cost model leaves it out (it
     assumes frames of side F), so this says what a camera mode larger than F adds."""
     cv2.setNumThreads(1)
-    rng = np.random.default_rng(0)
     out = {}
     for h, w in CAMERA_SIZES:
-        img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (5, 5), 0)
+        img = np.ascontiguousarray(synthetic_frame(max(h, w))[:h, :w])  # mgfen-bench's frame, cut to the mode
         times = []
         for _ in range(frames):
             t0 = time.perf_counter()

@@ -30,8 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import cpu_flags  # noqa: E402
-from edge_runtime.preprocess import (LUMA_SPACES, PreprocessConfig, list_images, prepare_frame,  # noqa: E402
-                                     read_image, square_crop_box)
+from edge_runtime.preprocess import (LUMA_SPACES, PreprocessConfig, evenly_spaced, list_images,  # noqa: E402
+                                     prepare_frame, read_image, square_crop_box)
 from train.data.frame_fit import fit_frame_size  # noqa: E402
 from train.model.mgfen import PRESETS  # noqa: E402
 
@@ -57,8 +57,7 @@ def measure(folder: Path, count: int, rounds: int) -> dict:
     paths = list_images(folder)
     if not paths:
         raise SystemExit(f"{folder}: no images")
-    picks = [paths[(i * len(paths)) // min(count, len(paths))] for i in range(min(count, len(paths)))]
-    images = [read_image(p) for p in picks]
+    images = [read_image(p) for p in evenly_spaced(paths, count)]
     cfg = frame_config(images)
     configs = {space: dataclasses.replace(cfg, luma_space=space) for space in LUMA_SPACES}
     out: dict = {"dataset": str(folder), "images": len(images), "frame_size": cfg.frame_size, "spaces": {}}

@@ -24,7 +24,7 @@ import onnxruntime as ort
 
 from calibration import CalibrationError
 from edge_runtime import names
-from edge_runtime.preprocess import PreprocessConfig, global_input, list_images, load_frame
+from edge_runtime.preprocess import PreprocessConfig, evenly_spaced, global_input, list_images, load_frame
 from edge_runtime.roi import crop_rois, softmax, vote_logits
 
 
@@ -113,14 +113,6 @@ def bundle_pipelines(bundle: str | Path, threads: int = 0) -> tuple:
         if None not in files:  # a bundle may lack a flavour
             pipes[flavour] = flavour_pipeline(root / files[0], root / files[1], params, flavour, threads)
     return man, params, pipes
-
-
-def evenly_spaced(items: list, limit: int | None) -> list:
-    """At most `limit` of `items` (all for None), evenly spaced over the list: over a sorted list of
-    labelled images both classes stay represented."""
-    if limit is None or len(items) <= limit:
-        return items
-    return [items[(i * len(items)) // limit] for i in range(limit)]
 
 
 def labelled_images(folder: str | Path, classes: tuple[str, ...] = names.CLASS_NAMES) -> list[tuple[Path, int]]:

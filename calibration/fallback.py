@@ -25,8 +25,9 @@ ranges, one quantisation of both graphs without calibration plus one gate pass, 
 needs a new calibration of both graphs first (the slow part of quantize_static), 72 s with its gate at 64
 calibration images and about 3x that at 206. The whole doubling search up to 32 nodes (7 trials, 51 s)
 costs less than one method change (7 trials to 32 nodes then; the cap is 16 now). On that checkpoint with
-8-bit weights the fallback did not help and percentile did: the error was U8S8 saturation (calibration.cpu_features), which the simulated ranking does
-not see; with reduce_range the full INT8 passes at once.
+8-bit weights the fallback did not help and percentile did: the error was U8S8 saturation
+(calibration.cpu_features), which the simulated ranking does not see; with reduce_range the full INT8 passes
+at once.
 
 The nodes are picked on the val images the gate then judges, so the gate's pass is optimistic for unseen
 images; the test split (mgfen-scan --labels, benchmarks/bench_int8.py) is the check on that.
@@ -43,13 +44,13 @@ import numpy as np
 import onnx
 
 from calibration import CalibrationError
-from calibration.accuracy import OrtPipeline, PipelineParams, evenly_spaced, flavour_pipeline, labelled_images
+from calibration.accuracy import OrtPipeline, PipelineParams, flavour_pipeline, labelled_images
 from calibration.quantize import METHODS, NEVER_QUANTISED, QuantizeResult, fixed_exclusions, quantize_graph
 from calibration.sensitivity import NodeScore, rank_nodes
 from calibration.verdict_gate import GateCriteria, Scores, compare_verdicts, judge, scores_of
 from edge_runtime import names
 from edge_runtime.novelty import NoveltyTable
-from edge_runtime.preprocess import load_frame
+from edge_runtime.preprocess import evenly_spaced, load_frame
 from edge_runtime.roi import Thresholds
 
 # The most nodes the search keeps FP32 per flavour (both graphs together). Beyond it INT8 stops paying:

@@ -205,7 +205,8 @@ def run_gate(fp32: OrtPipeline, int8: dict[str, OrtPipeline], folder: Path, cfg:
     (`limit`: at most that many, evenly spaced over the sorted list, so both classes stay represented).
     With the bundle's `novelty` table the unknown decision is part of each verdict (module docstring).
     A failing flavour is `failed-forced` with `force`; without it the result's `failure` says why."""
-    from calibration.accuracy import evenly_spaced, labelled_images
+    from calibration.accuracy import labelled_images
+    from edge_runtime.preprocess import evenly_spaced
 
     items = evenly_spaced(labelled_images(folder, classes), limit)
     paths = [p for p, _ in items]

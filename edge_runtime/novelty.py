@@ -97,9 +97,7 @@ class NoveltyTable:
             z = unit_rows(x) - self.mean  # [D] float64
             proj = project_vector(self.components, z.astype(np.float32))  # [r] float32
             return float((self.base * (z @ z) - np.square(proj, dtype=np.float64) @ self.weights) / self.dim)
-        z = unit_rows(x.reshape(-1, self.dim)) - self.mean  # [N,D] float64
-        proj = (z.astype(np.float32) @ self.components.T).astype(np.float64)  # [N,r]
-        return (self.base * np.einsum("nd,nd->n", z, z) - (proj * proj) @ self.weights) / self.dim
+        return mahalanobis(unit_rows(x.reshape(-1, self.dim)), self.mean, self.components, self.weights, self.base)
 
     def is_unknown(self, score: float) -> bool:
         return bool(score > self.threshold)
@@ -119,8 +117,8 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 def mahalanobis(x: np.ndarray, mean: np.ndarray, comps: np.ndarray, weights: np.ndarray,
                 base: float) -> np.ndarray:
-    """[N,D] -> [N] squared Mahalanobis distance / D under the low-rank precision, in the arrays' dtype
-    (float64 in the fit; NoveltyTable.score is the scanner's float32 version)."""
+    """[N,D] -> [N] squared Mahalanobis distance / D under the low-rank precision, in the widest of the
+    arrays' dtypes (float64 for float64 x; NoveltyTable.score's one-frame path projects in float32)."""
     z = x - mean
     proj = z @ comps.T  # [N,r]
     return (base * np.einsum("nd,nd->n", z, z) - (proj * proj) @ weights) / x.shape[1]

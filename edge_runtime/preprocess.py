@@ -214,6 +214,14 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def evenly_spaced(items: list, limit: int | None) -> list:
+    """At most `limit` of `items` (all for None), evenly spaced over the list: over a sorted list of
+    labelled images both classes stay represented."""
+    if limit is None or len(items) <= limit:
+        return items
+    return [items[(i * len(items)) // limit] for i in range(limit)]
+
+
 # ---------------------------------------------------------------------------------------- enhancement
 
 

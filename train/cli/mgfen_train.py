@@ -88,7 +88,7 @@ Examples:
 @click.option("--crop-size", type=int, default=None, help="Override the crop side R (multiple of 32).")
 @click.option("--luma-space", type=click.Choice(sorted(LUMA_SPACES)), default=None,
               help="Luminance that contrast enhancement and the brightness gain work on: L of LAB (the presets') "
-                   "or Y of YCrCb (2.2x cheaper preprocessing, lower AUC on the real development sets).")
+                   "or Y of YCrCb (about 2x cheaper preprocessing, lower AUC on the real development sets).")
 @click.option("--k", "k", type=int, default=None, help="Number of part boxes (preset: 4).")
 @click.option("--backbone-lr-scale", type=float, default=None,
               help="Backbone learning rate = lr * this (default: the preset's).")

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from edge_runtime.preprocess import read_image
+from edge_runtime.preprocess import evenly_spaced, read_image
 from edge_runtime.quality import QualityConfig, check_frame
 from edge_runtime.quality_fit import FIT_REJECT_RATE, GateMeasures, fit_gate
 from train.data.folders import Sample
@@ -25,9 +23,8 @@ def measure_photos(root: Path, samples: list[Sample], limit: int = MAX_QUALITY_P
     """The gate's focus / brightness / clipped of up to `limit` photos (evenly spaced over `samples`)."""
     if not samples:
         raise ValueError("quality fit: no train photos")
-    picks = np.unique(np.linspace(0, len(samples) - 1, min(limit, len(samples))).round().astype(int))
     cfg = QualityConfig(enabled=False)  # measure only
-    return GateMeasures.of([check_frame(read_image(Path(root) / samples[i].path), cfg) for i in picks])
+    return GateMeasures.of([check_frame(read_image(Path(root) / s.path), cfg) for s in evenly_spaced(samples, limit)])
 
 
 def fit_quality(root: Path, samples: list[Sample], reject_rate: float = FIT_REJECT_RATE) -> dict:

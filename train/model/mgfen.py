@@ -117,8 +117,8 @@ PRESETS: dict[str, ModelConfig] = {
     # Edge: EfficientNet-Lite0 (offline ImageNet weights, ReLU6, INT8-friendly), a 128 px global view
     # of a 768 px frame (enough to find the tag's regions), K 4 crops of 96 px at 1:1 frame pixels
     # (the synthetic dot pitch of 4 px at 1024 is 3 px here), shared backbone, stem..C3 frozen.
-    # Luminance from LAB: Y of YCrCb would make the frame's CPU stages 2.2x cheaper (Orin Nano estimate 90
-    # instead of 43.5 frames/s) but lost ROC-AUC on the development sets (docs/results/realdata_luma_space.md).
+    # Luminance from LAB: Y of YCrCb would make the frame's CPU stages about 2x cheaper (cost_model.md) but
+    # lost ROC-AUC on the development sets (docs/results/realdata_luma_space.md).
     "edge": ModelConfig(
         backbone="efficientnet_lite0",
         fpn_channels=64,
