@@ -194,17 +194,17 @@ def test_onnxruntime_note_on_a_jetson(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     bundle = load_bundle(make_fake_bundle(tmp_path / "b", int8=True))
     monkeypatch.setattr(device_info, "jetson_board", lambda root="/": ("", ""))
-    assert backends.ort_install_note([backends.CPU_EP]) == ""
+    assert device_info.ort_install_note([backends.CPU_EP]) == ""
     monkeypatch.setattr(device_info, "jetson_board", lambda root="/": ("Raspberry Pi 4 Model B Rev 1.4", ""))
-    assert backends.ort_install_note([backends.CPU_EP]) == ""
+    assert device_info.ort_install_note([backends.CPU_EP]) == ""
     monkeypatch.setattr(device_info, "jetson_board",
                         lambda root="/": ("NVIDIA Jetson Orin Nano Developer Kit", "nvidia,p3767-0005"))
     with open_backend(bundle, "global", "ort", "int8") as be:
         assert be.why.endswith("; this onnxruntime has no CUDA or TensorRT provider (the CPU wheel): on a Jetson "
                                "replace it with NVIDIA's onnxruntime-gpu wheel (docs/jetson.md)"), be.why
-    assert backends.ort_install_note([backends.TRT_EP, backends.CUDA_EP, backends.CPU_EP]) == ""
+    assert device_info.ort_install_note([backends.TRT_EP, backends.CUDA_EP, backends.CPU_EP]) == ""
     installed.add("onnxruntime-gpu")
-    assert "both installed" in backends.ort_install_note([backends.TRT_EP, backends.CPU_EP])
+    assert "both installed" in device_info.ort_install_note([backends.TRT_EP, backends.CPU_EP])
 
 
 # ------------------------------------------------------------------------- 6, 10. the Jetson extras' pins

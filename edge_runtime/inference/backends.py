@@ -25,11 +25,11 @@ from edge_runtime.bundle.int8_gate import auto_int8, precision_note, run_label
 from edge_runtime.bundle.manifest import Bundle, Manifest
 from edge_runtime.errors import BackendError, BundleError
 from edge_runtime.inference import trt_buffers
+from edge_runtime.inference.device_info import CPU_EP, CUDA_EP, TRT_EP, ort_install_note
 from edge_runtime.inference.engine_cache import DeviceInfo, cache_key, lookup, onnx_for
 
 BACKENDS = ("auto", "ort", "trt")
 PRECISIONS = ("int8", "fp16", "fp32")
-CPU_EP, CUDA_EP, TRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 ORT_HINT = ("pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA/TensorRT; on a Jetson NVIDIA's aarch64 wheel, "
             "not PyPI's, in place of onnxruntime: docs/jetson.md)")
 TRT_HINT = ("JetPack's TensorRT Python package (sudo apt install python3-libnvinfer) or `pip install "
@@ -107,33 +107,6 @@ def ort_providers() -> list[str]:
         return list(import_onnxruntime().get_available_providers())
     except BackendError:
         return []
-
-
-def ort_install_note(providers: list[str]) -> str:
-    """"" or one line on an onnxruntime install that cannot be what the user wants: onnxruntime and
-    onnxruntime-gpu both installed (they write the same onnxruntime/ folder: whichever came last won), or
-    on a Jetson (its device tree says so) an onnxruntime with neither the CUDA nor the TensorRT provider
-    (PyPI's CPU wheel, which `pip install -e .` brings)."""
-    from importlib import metadata
-
-    from edge_runtime.inference import device_info
-
-    dists = set()
-    for dist in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            metadata.version(dist)
-            dists.add(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    if len(dists) == 2:
-        return ("onnxruntime and onnxruntime-gpu are both installed and share one folder: pip uninstall -y "
-                "onnxruntime onnxruntime-gpu, then install one (docs/jetson.md)")
-    model, ids = device_info.jetson_board()
-    on_jetson = "Jetson" in model or "nvidia," in ids  # a Raspberry Pi has a device tree too
-    if on_jetson and TRT_EP not in providers and CUDA_EP not in providers:
-        return ("this onnxruntime has no CUDA or TensorRT provider (the CPU wheel): on a Jetson replace it with "
-                "NVIDIA's onnxruntime-gpu wheel (docs/jetson.md)")
-    return ""
 
 
 class OrtBackend(Backend):

@@ -1,6 +1,7 @@
 """What machine a benchmark ran on: CPU, GPU, runtime versions, and on a Jetson its model, L4T release,
-power mode and whether the clocks are at maximum. Every probe is best-effort and bounded in time: a
-missing tool or file leaves that field None rather than failing the benchmark."""
+power mode and whether the clocks are at maximum; and whether its onnxruntime install can be the one
+wanted (ort_install_note). Every probe is best-effort and bounded in time: a missing tool or file leaves
+that field None rather than failing the benchmark."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import platform
 import shutil
 import subprocess
 from pathlib import Path
+
+CPU_EP, CUDA_EP, TRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
 def _read(path: str) -> str | None:
@@ -118,6 +121,31 @@ def package_version(name: str) -> str | None:
         return version(name)
     except PackageNotFoundError:
         return None
+
+
+def ort_install_note(providers: list[str]) -> str:
+    """"" or one line on an onnxruntime install that cannot be what the user wants: onnxruntime and
+    onnxruntime-gpu both installed (they write the same onnxruntime/ folder: whichever came last won), or
+    on a Jetson (its device tree says so) an onnxruntime with neither the CUDA nor the TensorRT provider
+    (PyPI's CPU wheel, which `pip install -e .` brings)."""
+    from importlib import metadata
+
+    dists = set()
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(dist)
+            dists.add(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    if len(dists) == 2:
+        return ("onnxruntime and onnxruntime-gpu are both installed and share one folder: pip uninstall -y "
+                "onnxruntime onnxruntime-gpu, then install one (docs/jetson.md)")
+    model, ids = jetson_board()
+    on_jetson = "Jetson" in model or "nvidia," in ids  # a Raspberry Pi has a device tree too
+    if on_jetson and TRT_EP not in providers and CUDA_EP not in providers:
+        return ("this onnxruntime has no CUDA or TensorRT provider (the CPU wheel): on a Jetson replace it with "
+                "NVIDIA's onnxruntime-gpu wheel (docs/jetson.md)")
+    return ""
 
 
 def tensorrt_version() -> str | None:
