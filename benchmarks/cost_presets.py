@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_runtime.bench import synthetic_frame  # noqa: E402
 from edge_runtime.cost.devices import (DEPTHWISE_PENALTY, DEPTHWISE_PENALTY_RANGE, DEVICES,  # noqa: E402
                                        ESTIMATE_LABEL, RESNET50_MACS, cpu_scale)
-from edge_runtime.cost.estimate import estimate_bundle, format_estimate, measure_host_cpu_ms  # noqa: E402
+from edge_runtime.cost.estimate import estimate_bundle, format_estimate  # noqa: E402
 from edge_runtime.cost.graph_cost import graph_cost  # noqa: E402
 from edge_runtime.inference.device_info import cpu_ghz  # noqa: E402
 from edge_runtime.preprocess import square_frame  # noqa: E402
@@ -77,10 +77,7 @@ def preset_estimate(name: str, cfg: ModelConfig, tmp: Path, host_frames: int) ->
     out = tmp / name.replace(":", "_").replace(",", "_").replace("=", "-")
     out.mkdir()
     export_graphs(model, out)
-    est = estimate_bundle(out, cfg.preprocess, cfg.k, cfg.use_parts, DEVICES.values(), host_frames)
-    est["host_all_cores"] = measure_host_cpu_ms(cfg.preprocess, cfg.k, cfg.use_parts, host_frames,
-                                                threads=os.cpu_count() or 1)
-    return est
+    return estimate_bundle(out, cfg.preprocess, cfg.k, cfg.use_parts, DEVICES.values(), host_frames)
 
 
 # Camera frames the scanner may get (H, W), against the edge frame: 1080p (a non-integer 1.41:1 area
@@ -88,11 +85,11 @@ def preset_estimate(name: str, cfg: ModelConfig, tmp: Path, host_frames: int) ->
 CAMERA_SIZES = ((1080, 1920), (1536, 1536), (1536, 2048), (768, 1024))
 
 
-def camera_resize_ms(frame_side: int, frames: int) -> dict[str, float]:
-    """{"HxW": ms}: square_frame (centre square + area resize to frame_side) on one OpenCV thread, fastest of
-    `frames` runs on a frame of each CAMERA_SIZES size. The cost model leaves it out (it
+def camera_resize_ms(frame_side: int, frames: int, threads: int) -> dict[str, float]:
+    """{"HxW": ms}: square_frame (centre square + area resize to frame_side) on `threads` OpenCV threads,
+    fastest of `frames` runs on a frame of each CAMERA_SIZES size. The cost model leaves it out (it
     assumes frames of side F), so this says what a camera mode larger than F adds."""
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(threads)
     out = {}
     for h, w in CAMERA_SIZES:
         img = np.ascontiguousarray(synthetic_frame(max(h, w))[:h, :w])  # mgfen-bench's frame, cut to the mode
@@ -133,36 +130,44 @@ def markdown(results: dict, resnet: int, command: str, flags: str, camera: dict)
                          f"{c['depthwise_macs'] / 1e9:.3f} | {c['param_bytes'] / MB:.1f} | "
                          f"{c['activation_bytes'] / MB:.1f} | {c['largest_activation']['bytes'] / MB:.2f} | "
                          f"{c['nodes']} |")
-    lines += ["", "## CPU stages measured on this host (1 OpenCV thread, synthetic frame of side F)", "",
+    lines += ["", "## CPU stages measured on this host (synthetic frame of side F)", "",
               "Fastest of the timed frames (what is scaled), and the median of the sum beside it: the host is "
-              "shared, and the gap is what other processes added.", "",
-              f"| preset | F | preprocess ms | crop ms | median of the sum ms | sum with {os.cpu_count()} "
-              "OpenCV threads ms (not used) |", "|---|---|---|---|---|---|"]
+              "shared, and the gap is what other processes added. Each device is charged the row with its "
+              "thread count (devices.opencv_threads: its cores less 2, at most this host's); the 1-thread row "
+              "gives the one-core bound.", "",
+              "| preset | F | OpenCV threads | preprocess ms | crop ms | sum ms | median of the sum ms |",
+              "|---|---|---|---|---|---|---|"]
     for name, est in results.items():
-        h, a = est["host"], est["host_all_cores"]
-        lines.append(f"| {name} | {h['frame_side']} | {h['preprocess_ms']:.2f} | {h['crop_ms']:.2f} | "
-                     f"{h['median_ms']:.2f} | {a['total_ms']:.2f} |")
+        for n, h in est["host_threads"].items():
+            lines.append(f"| {name} | {h['frame_side']} | {n} | {h['preprocess_ms']:.2f} | {h['crop_ms']:.2f} | "
+                         f"{h['total_ms']:.2f} | {h['median_ms']:.2f} |")
     lines += ["", f"## Estimated per frame (INT8 graphs; depthwise MAC = {DEPTHWISE_PENALTY:g} dense MACs)", "",
-              "| preset | device | graphs ms | CPU ms (scaled) | total ms | frames/s | frames/s overlapped | "
-              f"total ms at depthwise {lo:g} / {hi:g} |", "|---|---|---|---|---|---|---|---|"]
+              "| preset | device | graphs ms | OpenCV threads | CPU ms (scaled) | total ms | frames/s | "
+              f"frames/s overlapped | total ms at depthwise {lo:g} / {hi:g} | one core: CPU ms / frames/s |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, est in results.items():
         for key, e in est["estimates"].items():
             s = est["sensitivity"][key]
-            lines.append(f"| {name} | {key} | {e['gpu_ms']:.2f} | {e['cpu_ms']:.2f} | {e['total_ms']:.2f} | "
-                         f"{e['fps']:.1f} | {e['fps_overlapped']:.1f} | {s[str(lo)]:.2f} / {s[str(hi)]:.2f} |")
+            lines.append(f"| {name} | {key} | {e['gpu_ms']:.2f} | {e['opencv_threads']} | {e['cpu_ms']:.2f} | "
+                         f"{e['total_ms']:.2f} | {e['fps']:.1f} | {e['fps_overlapped']:.1f} | "
+                         f"{s[str(lo)]:.2f} / {s[str(hi)]:.2f} | {e['cpu_ms_one_core']:.2f} / "
+                         f"{e['fps_one_core']:.1f} |")
     side = camera["frame_side"]
-    lines += ["", f"## Camera frames larger than F ({side} px): square_frame on one OpenCV thread, not in the table "
-              "above", "", "| camera frame | host ms | " + " | ".join(f"{k} ms (scaled)" for k in camera["scale"])
-              + " |", "|---|---|" + "---|" * len(camera["scale"])]
-    for size, ms in camera["ms"].items():
-        lines.append(f"| {size} | {ms:.2f} | " + " | ".join(f"{ms * f:.2f}" for f in camera["scale"].values()) + " |")
+    lines += ["", f"## Camera frames larger than F ({side} px): square_frame, not in the table above", "",
+              "| camera frame | OpenCV threads | host ms | " + " | ".join(f"{k} ms (scaled)" for k in camera["scale"])
+              + " |", "|---|---|---|" + "---|" * len(camera["scale"])]
+    for n, sizes in camera["ms"].items():
+        for size, ms in sizes.items():
+            lines.append(f"| {size} | {n} | {ms:.2f} | "
+                         + " | ".join(f"{ms * f:.2f}" for f in camera["scale"].values()) + " |")
     lines += ["", "A 2:1 or integer-ratio mode costs little; a non-integer area resize (1080p to 768 px) costs more "
               "than the whole preprocessing of the frame. Pick a camera mode of F or 2F (`csi://0?size=WxH`), or "
               "let the camera pipeline scale."]
     lines += ["", "frames/s: the CPU stages then the graphs, one frame at a time; overlapped: the next frame's CPU "
               "stages beside the graphs (mgfen-scan's prefetch), 1000 / max(CPU, graphs). Not modelled: kernel "
               "launch overhead per layer (the graphs' estimate is optimistic for small graphs), memory "
-              "bandwidth, OpenCV using more than one core, camera frames larger than F (the section above).", "",
+              "bandwidth (the threads' speed-up is the host's), camera frames larger than F (the section "
+              "above).", "",
               "Same numbers for any bundle: `mgfen-bench --bundle B --estimate all` (text) or "
               "`--estimate all --json -`; the export report's `cost` section holds them for every device.", ""]
     if any(name not in PRESETS for name in results):
@@ -191,7 +196,8 @@ def main() -> None:
             print(f"== {name}\n{format_estimate(results[name])}", flush=True)
         resnet = resnet50_macs(Path(tmp))
     side = PRESETS["edge"].preprocess.frame_size
-    camera = {"frame_side": side, "ms": camera_resize_ms(side, args.host_frames),
+    thread_counts = sorted({int(n) for est in results.values() for n in est["host_threads"]})
+    camera = {"frame_side": side, "ms": {str(n): camera_resize_ms(side, args.host_frames, n) for n in thread_counts},
               "scale": {k: cpu_scale(d, cpu_ghz()) for k, d in DEVICES.items()}}
     print(f"camera frame -> {side} px, host ms: {camera['ms']}", flush=True)
     command = "python benchmarks/cost_presets.py" + ("" if len(sys.argv) == 1 else " " + " ".join(sys.argv[1:]))

@@ -120,11 +120,11 @@ class ModelRunner:
 
     @classmethod
     def open(cls, bundle: Bundle, backend: str = "auto", precision: str | None = None,
-             threads: int | None = None) -> "ModelRunner":
+             threads: int | None = None, spin: bool = False) -> "ModelRunner":
         """Open both graphs with open_backend; closes what it opened if the second one fails."""
-        g = open_backend(bundle, "global", backend, precision, threads)
+        g = open_backend(bundle, "global", backend, precision, threads, spin)
         try:
-            p = open_backend(bundle, "parts", backend, precision, threads) if bundle.manifest.use_parts else None
+            p = open_backend(bundle, "parts", backend, precision, threads, spin) if bundle.manifest.use_parts else None
             return cls(bundle, g, p)
         except BaseException:
             g.close()

@@ -112,6 +112,16 @@ def test_open_backend_auto_on_cpu_uses_cpu_int8(bundle, monkeypatch):
         assert be.path.name == "global.onnx"
 
 
+def test_onnxruntime_threads_do_not_spin_unless_asked(bundle):
+    """The runtime's sessions leave the cores to OpenCV between runs (benchmarks/bench_spinning.py)."""
+    key = "session.intra_op.allow_spinning"
+    with open_backend(bundle, "global", "ort", "fp32", threads=2) as be:
+        opts = be._session.get_session_options()
+        assert opts.get_session_config_entry(key) == "0" and opts.intra_op_num_threads == 2
+    with open_backend(bundle, "global", "ort", "fp32", spin=True) as be:
+        assert be._session.get_session_options().get_session_config_entry(key) == "1"
+
+
 def test_open_backend_argument_errors(bundle):
     with pytest.raises(BackendError, match="unknown graph"):
         open_backend(bundle, "head")

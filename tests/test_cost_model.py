@@ -15,8 +15,9 @@ from edge_runtime import names
 from edge_runtime.cli.bench_cli import main as bench_main
 from edge_runtime.cost import devices
 from edge_runtime.cost import graph_cost as gc
+from edge_runtime.cost import estimate
 from edge_runtime.cost.devices import (DEPTHWISE_PENALTY, DEVICES, ESTIMATE_LABEL, cpu_scale, frame_estimate,
-                                       graph_ms, resolve_devices)
+                                       graph_ms, opencv_threads, resolve_devices)
 from edge_runtime.cost.graph_cost import count_macs, graph_cost
 from fake_bundle import make_fake_bundle
 
@@ -124,6 +125,40 @@ def test_cpu_stages_scale_by_clock_and_per_clock_factor():
     est = frame_estimate({"global": (0.0, 0.0)}, 10.0, nano, 3.0, "aarch64")
     assert est["cpu_ms"] == pytest.approx(20.0) and est["total_ms"] == pytest.approx(20.0)
     assert est["fps"] == pytest.approx(50.0) and est["fps_overlapped"] == pytest.approx(50.0)
+
+
+def test_cpu_stages_get_the_device_cores_less_two_never_more_than_were_timed():
+    nano, nx, agx = DEVICES["orin-nano"], DEVICES["orin-nx"], DEVICES["agx-orin"]
+    assert [opencv_threads(d, 2) for d in (nano, nx, agx)] == [2, 2, 2]
+    assert [opencv_threads(d, 16) for d in (nano, nx, agx)] == [4, 6, 10]
+    assert opencv_threads(nano, 1) == 1
+    est = frame_estimate({"global": (0.0, 0.0)}, 5.0, nano, 1.5, "aarch64", threads=2, host_one_core_ms=8.0)
+    assert est["cpu_ms"] == pytest.approx(5.0) and est["fps"] == pytest.approx(200.0)
+    assert est["cpu_ms_one_core"] == pytest.approx(8.0) and est["fps_one_core"] == pytest.approx(125.0)
+    assert est["opencv_threads"] == 2
+
+
+def test_estimate_charges_each_device_its_timed_thread_count(fake_dir, monkeypatch):
+    """A 16-core host: every distinct count is timed once, each device's CPU time is its own count's."""
+    calls = []
+
+    def fake_measure(cfg, k, use_parts=True, frames=20, warmup=3, threads=1):
+        calls.append(threads)
+        return {"preprocess_ms": 12.0 / threads, "crop_ms": 0.0, "total_ms": 12.0 / threads,
+                "median_ms": 12.0 / threads, "frames": frames, "opencv_threads": threads, "frame_side": 64}
+
+    monkeypatch.setattr(estimate, "measure_host_cpu_ms", fake_measure)
+    monkeypatch.setattr(estimate, "host_cores", lambda: 16)
+    monkeypatch.setattr(estimate, "cpu_ghz", lambda: None)  # unscaled: device ms = host ms
+    from edge_runtime.preprocess import PreprocessConfig
+    est = estimate.estimate_bundle(fake_dir, PreprocessConfig(frame_size=64, global_size=32, crop_size=16), 4,
+                                   True, DEVICES.values())
+    assert sorted(calls) == [1, 4, 6, 10] and sorted(est["host_threads"], key=int) == ["1", "4", "6", "10"]
+    for key, n in (("orin-nano", 4), ("orin-nx", 6), ("agx-orin", 10)):
+        e = est["estimates"][key]
+        assert e["opencv_threads"] == n and e["cpu_ms"] == pytest.approx(12.0 / n, abs=0.01)
+        assert e["cpu_ms_one_core"] == pytest.approx(12.0)
+    assert "10 OpenCV thread(s)" in estimate.format_estimate(est)
 
 
 def test_host_clock_from_cpuinfo(tmp_path, monkeypatch):

@@ -23,14 +23,23 @@ measured CPU gaps bracket it (benchmarks/mac_floor.py on the 2-core AVX-512 VNNI
 DEPTHWISE_PENALTY_RANGE holds those bounds for a sensitivity line. Kernel launches (tens of microseconds
 per layer at batch 1) are not modelled: for graphs well under 1 GMAC the estimate is optimistic.
 
-CPU side (preprocessing: prepare_frame, global_input, crop_rois). Measured on the host with one
-OpenCV thread, fastest of 20 frames (edge_runtime.cost.estimate.measure_host_cpu_ms), then scaled per
-core by clock and a per-clock factor: device_ms = host_ms * (host GHz / device GHz) * HOST_PER_CLOCK[host architecture].
-The Jetsons' CPUs are Cortex-A78AE (NVIDIA's module data sheets: Orin Nano 8GB 6 cores at 1.5 GHz, Orin
-NX 16GB 8 at 2.0 GHz, AGX Orin 64GB 12 at 2.2 GHz). The x86 factor 1.5 is an assumption, not measured:
-similar scalar work per clock, but OpenCV's kernels run 256/512-bit AVX2/AVX-512 there against 128-bit
-NEON. One core is a conservative choice: OpenCV spreads these kernels over cores (benchmarks/cost_presets.py
-times them with every host core beside one), and mgfen-scan's prefetch overlaps them with the graphs.
+CPU side (preprocessing: prepare_frame, global_input, crop_rois). Measured on the host, fastest of 20
+frames (edge_runtime.cost.estimate.measure_host_cpu_ms), then scaled per core by clock and a per-clock
+factor: device_ms = host_ms * (host GHz / device GHz) * HOST_PER_CLOCK[host architecture]. The Jetsons'
+CPUs are Cortex-A78AE (NVIDIA's module data sheets: Orin Nano 8GB 6 cores at 1.5 GHz, Orin NX 16GB 8 at
+2.0 GHz, AGX Orin 64GB 12 at 2.2 GHz). The x86 factor 1.5 is an assumption, not measured: similar scalar
+work per clock, but OpenCV's kernels run 256/512-bit AVX2/AVX-512 there against 128-bit NEON.
+
+How many cores the CPU stages get: the runtime leaves OpenCV at its default (a worker per core: colour
+conversions, CLAHE and resizes split the frame into row stripes), and on a Jetson the graphs run on the
+GPU, so the estimate charges the time measured on the host with opencv_threads(device, host cores)
+OpenCV threads: the device's cores less OPENCV_SPARE_CORES (the thread that drives the engines and
+the camera's), and never more than the host has, so no thread count is extrapolated past what was
+timed. On a 2-core host that is 2 threads for every Jetson, which understates a 6-12 core device. The
+speed-up from more threads is assumed to carry over from the host's cores to the device's (shared
+LPDDR5 bandwidth could make it smaller). The one-core figures stay beside it (cpu_ms_one_core,
+fps_one_core) as the bound that needs no such assumption. mgfen-scan's prefetch overlaps the next
+frame's CPU stages with the graphs (fps_overlapped).
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ DEPTHWISE_PENALTY_RANGE = (4.7, 27.0)  # measured CPU gaps, FP32 and INT8 (bench
 
 # Host work per clock relative to one Cortex-A78AE core, by platform.machine() (assumed, see above).
 HOST_PER_CLOCK = {"x86_64": 1.5, "AMD64": 1.5, "aarch64": 1.0, "arm64": 1.0}
+OPENCV_SPARE_CORES = 2  # device cores the CPU stages leave to the engines' host thread and the camera
 
 
 @dataclass(frozen=True)
@@ -113,17 +123,30 @@ def cpu_scale(device: DeviceSpec, host_ghz: Optional[float], machine: Optional[s
     return host_ghz / device.cpu_ghz * per_clock
 
 
+def opencv_threads(device: DeviceSpec, host_cores: int) -> int:
+    """OpenCV threads the estimate charges for `device`: its cores less OPENCV_SPARE_CORES, at most the
+    host's `host_cores` (the count that was timed), at least 1 (module docstring)."""
+    return max(1, min(host_cores, device.cpu_cores - OPENCV_SPARE_CORES))
+
+
 def frame_estimate(graph_macs: Dict[str, Tuple[float, float]], host_cpu_ms: float, device: DeviceSpec,
                    host_ghz: Optional[float], machine: Optional[str] = None,
-                   depthwise_penalty: float = DEPTHWISE_PENALTY) -> dict:
+                   depthwise_penalty: float = DEPTHWISE_PENALTY, threads: int = 1,
+                   host_one_core_ms: Optional[float] = None) -> dict:
     """One frame on `device`: graph_macs {graph: (dense MACs, depthwise MACs)} of the graphs a frame runs,
-    host_cpu_ms the host's one-core CPU time per frame. Returns {"graphs_ms": {graph: ms}, "gpu_ms",
-    "cpu_ms", "total_ms", "fps" (sequential: CPU then GPU), "fps_overlapped" (CPU of the next frame
-    beside the graphs: 1000 / max(cpu, gpu)), "label"} with ms rounded to 0.01."""
+    host_cpu_ms the host's CPU time per frame with `threads` OpenCV threads, host_one_core_ms the same
+    with one (default: host_cpu_ms). Returns {"graphs_ms": {graph: ms}, "gpu_ms", "cpu_ms",
+    "total_ms", "fps" (sequential: CPU then GPU), "fps_overlapped" (CPU of the next frame beside the
+    graphs: 1000 / max(cpu, gpu)), "opencv_threads", "cpu_ms_one_core", "fps_one_core" (sequential, one
+    core), "label"} with ms rounded to 0.01."""
     per = {g: graph_ms(d, w, device, depthwise_penalty) for g, (d, w) in graph_macs.items()}
     gpu = sum(per.values())
-    cpu = host_cpu_ms * cpu_scale(device, host_ghz, machine)
+    scale = cpu_scale(device, host_ghz, machine)
+    cpu = host_cpu_ms * scale
+    one = (host_cpu_ms if host_one_core_ms is None else host_one_core_ms) * scale
     return {"device": device.key, "graphs_ms": {g: round(v, 3) for g, v in per.items()},
             "gpu_ms": round(gpu, 3), "cpu_ms": round(cpu, 2), "total_ms": round(gpu + cpu, 2),
             "fps": round(1000.0 / (gpu + cpu), 1), "fps_overlapped": round(1000.0 / max(gpu, cpu), 1),
+            "opencv_threads": threads, "cpu_ms_one_core": round(one, 2),
+            "fps_one_core": round(1000.0 / (gpu + one), 1),
             "depthwise_penalty": depthwise_penalty, "label": ESTIMATE_LABEL}

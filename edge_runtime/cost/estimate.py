@@ -9,6 +9,7 @@ report's `cost` section.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import onnx
 from edge_runtime import names
 from edge_runtime.bench import synthetic_frame
 from edge_runtime.cost.devices import (DEPTHWISE_PENALTY, DEPTHWISE_PENALTY_RANGE, ESTIMATE_LABEL, DeviceSpec,
-                                       frame_estimate)
+                                       frame_estimate, opencv_threads)
 from edge_runtime.cost.graph_cost import GraphCost, graph_cost
 from edge_runtime.errors import BundleError
 from edge_runtime.inference.device_info import cpu_ghz, cpu_model
@@ -58,9 +59,8 @@ def snapped_boxes(cfg: PreprocessConfig, k: int) -> np.ndarray:
 
 def measure_host_cpu_ms(cfg: PreprocessConfig, k: int, use_parts: bool = True, frames: int = HOST_FRAMES,
                         warmup: int = HOST_WARMUP, threads: int = 1) -> dict:
-    """The CPU stages of one frame on this host with `threads` OpenCV threads (restored afterwards; one
-    for the estimate), on the fixed
-    synthetic frame of side cfg.frame_size that mgfen-bench uses without --source: prepare_frame +
+    """The CPU stages of one frame on this host with `threads` OpenCV threads (restored afterwards), on
+    the fixed synthetic frame of side cfg.frame_size that mgfen-bench uses without --source: prepare_frame +
     global_input ("preprocess_ms") and crop_rois of K boxes ("crop_ms", 0 without parts), the fastest of
     `frames` in ms (the work itself, not what other processes on a shared host add; "median_ms": the
     median of their sum), "total_ms" their sum. A camera frame larger than F costs more in the resize."""
@@ -89,21 +89,41 @@ def measure_host_cpu_ms(cfg: PreprocessConfig, k: int, use_parts: bool = True, f
             "frames": frames, "opencv_threads": threads, "frame_side": cfg.frame_size}
 
 
+def host_cores() -> int:
+    """CPU cores this process may run on (its affinity where the platform says, else os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def estimate_bundle(root: Path, cfg: PreprocessConfig, k: int, use_parts: bool, devices: Iterable[DeviceSpec],
                     host_frames: int = HOST_FRAMES) -> dict:
     """Graph costs, the host's CPU stages and one frame_estimate per device, as a JSON-ready dict:
-    {"label", "graphs": {graph: GraphCost.to_dict()}, "host": {...}, "devices": {key: spec},
-    "estimates": {key: frame_estimate}, "depthwise_penalty", "sensitivity": {key: {penalty: total_ms}}}."""
+    {"label", "graphs": {graph: GraphCost.to_dict()}, "host": {...} (one OpenCV thread),
+    "host_threads": {str(threads): {...}} (every thread count a device is charged with,
+    devices.opencv_threads), "devices": {key: spec}, "estimates": {key: frame_estimate},
+    "depthwise_penalty", "sensitivity": {key: {penalty: total_ms}}}."""
     costs = bundle_graph_costs(root, use_parts)
     host = measure_host_cpu_ms(cfg, k, use_parts, host_frames)
     ghz = cpu_ghz()
     host.update({"cpu": cpu_model(), "machine": platform.machine(), "ghz": ghz})
     macs = {g: (float(c.dense_macs), float(c.depthwise_macs)) for g, c in costs.items()}
     devices = list(devices)
-    estimates = {d.key: frame_estimate(macs, host["total_ms"], d, ghz) for d in devices}
-    sensitivity = {d.key: {str(p): frame_estimate(macs, host["total_ms"], d, ghz, depthwise_penalty=p)["total_ms"]
-                           for p in DEPTHWISE_PENALTY_RANGE} for d in devices}
+    threads = {d.key: opencv_threads(d, host_cores()) for d in devices}
+    timed = {1: host}
+    for n in sorted(set(threads.values()) - {1}):
+        timed[n] = measure_host_cpu_ms(cfg, k, use_parts, host_frames, threads=n)
+
+    def one(d: DeviceSpec, penalty: float = DEPTHWISE_PENALTY) -> dict:
+        n = threads[d.key]
+        return frame_estimate(macs, timed[n]["total_ms"], d, ghz, depthwise_penalty=penalty, threads=n,
+                              host_one_core_ms=host["total_ms"])
+
+    estimates = {d.key: one(d) for d in devices}
+    sensitivity = {d.key: {str(p): one(d, p)["total_ms"] for p in DEPTHWISE_PENALTY_RANGE} for d in devices}
     return {"label": ESTIMATE_LABEL, "graphs": {g: c.to_dict() for g, c in costs.items()}, "host": host,
+            "host_threads": {str(n): t for n, t in timed.items()},
             "devices": {d.key: d.to_dict() for d in devices}, "estimates": estimates,
             "depthwise_penalty": DEPTHWISE_PENALTY, "sensitivity": sensitivity}
 
@@ -120,21 +140,25 @@ def format_estimate(est: dict) -> str:
                      f"{c['largest_activation']['bytes'] / MB:>14.2f} {c['nodes']:>6}")
     h = est["host"]
     ghz = f"{h['ghz']:.2f} GHz" if h["ghz"] else "clock unknown: unscaled"
-    lines.append(f"host CPU stages, {h['opencv_threads']} OpenCV thread(s), {h['frame_side']} px frame, fastest of "
-                 f"{h['frames']}: preprocess {h['preprocess_ms']:.2f} ms + crop {h['crop_ms']:.2f} ms "
-                 f"(median {h['median_ms']:.2f}) on {h['cpu']} ({h['machine']}, {ghz})")
+    for n, t in est["host_threads"].items():
+        lines.append(f"host CPU stages, {n} OpenCV thread(s), {t['frame_side']} px frame, fastest of "
+                     f"{t['frames']}: preprocess {t['preprocess_ms']:.2f} ms + crop {t['crop_ms']:.2f} ms "
+                     f"(median {t['median_ms']:.2f}) on {h['cpu']} ({h['machine']}, {ghz})")
     graphs = list(est["graphs"])
     lines.append(f"{'device':<10} " + " ".join(f"{g + ' ms':>10}" for g in graphs)
-                 + f" {'CPU ms':>7} {'total ms':>8} {'frames/s':>8} {'overlapped':>10}")
+                 + f" {'threads':>7} {'CPU ms':>7} {'total ms':>8} {'frames/s':>8} {'overlapped':>10}"
+                 + f" {'1-core CPU ms':>13} {'1-core frames/s':>15}")
     for key, e in est["estimates"].items():
         lines.append(f"{key:<10} " + " ".join(f"{e['graphs_ms'][g]:>10.3f}" for g in graphs)
-                     + f" {e['cpu_ms']:>7.2f} {e['total_ms']:>8.2f} {e['fps']:>8.1f} {e['fps_overlapped']:>10.1f}")
+                     + f" {e['opencv_threads']:>7} {e['cpu_ms']:>7.2f} {e['total_ms']:>8.2f} {e['fps']:>8.1f}"
+                     + f" {e['fps_overlapped']:>10.1f} {e['cpu_ms_one_core']:>13.2f} {e['fps_one_core']:>15.1f}")
     lo, hi = DEPTHWISE_PENALTY_RANGE
     lines.append(f"depthwise MAC = {est['depthwise_penalty']:g} dense MACs (total ms at {lo:g} / {hi:g}: "
                  + ", ".join(f"{k} {v[str(lo)]:.2f} / {v[str(hi)]:.2f}" for k, v in est["sensitivity"].items())
                  + ")")
-    lines.append("frames/s: CPU stages then graphs; overlapped: the next frame's CPU stages beside the graphs. "
-                 "Source and assumptions: edge_runtime/cost/devices.py")
+    lines.append("frames/s: CPU stages (on `threads` OpenCV threads) then graphs; overlapped: the next frame's CPU "
+                 "stages beside the graphs; 1-core: CPU stages on one core. Source and assumptions: "
+                 "edge_runtime/cost/devices.py")
     return "\n".join(lines)
 
 

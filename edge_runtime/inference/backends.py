@@ -114,10 +114,13 @@ class OrtBackend(Backend):
 
     path: the .onnx file. providers: provider names or (name, options) pairs in priority order, e.g.
     [("TensorrtExecutionProvider", {...}), "CUDAExecutionProvider", "CPUExecutionProvider"]; default CPU.
-    threads: intra-op threads (None: onnxruntime's default).
+    threads: intra-op threads (None: onnxruntime's default). spin: let them busy-wait for work after
+    each run (onnxruntime's default). Off here: the waiting threads hold the cores the next frame's OpenCV
+    preprocessing wants, which ran 1.7x slower beside them on a 2-core CPU (benchmarks/bench_spinning.py).
     """
 
-    def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None,
+                 spin: bool = False) -> None:
         ort = import_onnxruntime()
         path = Path(path)
         if not path.is_file():
@@ -133,6 +136,7 @@ class OrtBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = int(threads)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
@@ -426,7 +430,7 @@ def _native_engine(bundle: Bundle, graph: str, precision: str) -> tuple[Path | N
 
 
 def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: str | None = "int8",
-                 threads: int | None = None) -> Backend:
+                 threads: int | None = None, spin: bool = False) -> Backend:
     """Open `graph` ("global" | "parts") of a loaded bundle.
 
     backend: "ort" (onnxruntime, best provider present: TensorRT EP > CUDA EP > CPU), "trt" (native
@@ -435,6 +439,7 @@ def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: s
     precision: "int8" | "fp16" | "fp32", or None for the best the bundle offers (int8 when present and its
     gate passed, else fp32: `note` says so). `why` is one line naming what was picked and, for auto on onnxruntime,
     why native TensorRT was not (not installed, no working CUDA binding, no engine for this device).
+    threads, spin: onnxruntime's intra-op threads and whether they busy-wait (OrtBackend).
     """
     if graph not in names.GRAPHS:
         raise BackendError(f"unknown graph {graph!r}; expected one of {names.GRAPHS}")
@@ -467,7 +472,7 @@ def open_backend(bundle: Bundle, graph: str, backend: str = "auto", precision: s
     cache = bundle.path(names.ENGINE_DIR) / "ort-trt" if target == "trt" else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-    be = OrtBackend(bundle.path(name), ort_provider_list(target, prec, cache), threads=threads)
+    be = OrtBackend(bundle.path(name), ort_provider_list(target, prec, cache), threads=threads, spin=spin)
     note = ort_install_note(available)
     be.why = f"{backend}: onnxruntime {be.providers[0]}, {prec} ({name}){not_native}{'; ' + note if note else ''}"
     return _label(be, bundle.manifest, graph, precision, prec, target)
