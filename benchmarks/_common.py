@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from calibration.cpu_features import read_cpu_flags
 from edge_runtime.inference.device_info import cpu_model
-from edge_runtime.preprocess import list_images, read_image
+from edge_runtime.preprocess import evenly_spaced, list_images, read_image
 
 # ------------------------------------------------------------------------------------------------ data
 
@@ -48,9 +48,7 @@ def sample_frames(data: Path, count: int) -> list[np.ndarray]:
     paths = list_images(Path(data) / "test") or list_images(data)
     if not paths:
         raise FileNotFoundError(f"{data}: no images")
-    if len(paths) > count:
-        paths = [paths[(i * len(paths)) // count] for i in range(count)]
-    return [read_image(p) for p in paths]
+    return [read_image(p) for p in evenly_spaced(paths, count)]
 
 
 def cpu_flags() -> str:

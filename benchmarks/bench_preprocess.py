@@ -38,8 +38,8 @@ import cv2
 import numpy as np
 
 from edge_runtime import names
-from edge_runtime.preprocess import (PreprocessConfig, _clahe, _enhance_luma, global_input, list_images,
-                                     prepare_frame, read_image, resize, square_frame, to_nchw)
+from edge_runtime.preprocess import (PreprocessConfig, _clahe, _enhance_luma, evenly_spaced, global_input,
+                                     list_images, prepare_frame, read_image, resize, square_frame, to_nchw)
 from edge_runtime.roi import _sample_axis, crop_rois
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -251,7 +251,7 @@ def load_frames(data: str | None, count: int) -> list[np.ndarray]:
         paths = list_images(data)
         if not paths:
             raise SystemExit(f"{data}: no images")
-        return [read_image(paths[(i * len(paths)) // count]) for i in range(min(count, len(paths)))]
+        return [read_image(p) for p in evenly_spaced(paths, count)]
     rng = np.random.default_rng(0)
     frames = []
     for _ in range(count):
