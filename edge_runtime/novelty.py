@@ -18,8 +18,9 @@ min(N-1, D) principal directions with their weights, so a frame costs r * D mult
 table r * D floats), not D * D. The threshold is the val
 scores' (1 - target_rate) quantile, so about target_rate of in-domain frames are refused. When val is
 too small for that quantile (fewer than 1 / target_rate images) it is the same quantile of held-out
-train scores (K-fold: each fold scored by a fit on the others), because scores of the very images a
-fit saw are far too low when N is small against D. numpy only: the scanner computes it on the device.
+train scores (K-fold: each fold scored by a fit on the others; folds by item when training passes the
+train images' groups, since a fit that saw another shot of the same item scores it too low too), because
+scores of the very images a fit saw are far too low when N is small against D. numpy only: the scanner computes it on the device.
 
 Precision and cost: the fit runs in float64; the table keeps mean and components float32 (as stored),
 and a frame's r projections are float32 dot products, the rest float64. Against the float64 path the
@@ -35,6 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -150,11 +152,25 @@ def _quantile(scores: np.ndarray, target_rate: float) -> float:
     return float(np.quantile(np.asarray(scores, dtype=np.float64), 1.0 - target_rate))
 
 
-def heldout_scores(x: np.ndarray, folds: int = FOLDS) -> np.ndarray:
-    """x [N,D] -> [N] float64 scores of each image under a fit on the other folds (fold = index % folds)."""
+def fold_of(n: int, folds: int, groups: Sequence[str] | None = None) -> np.ndarray:
+    """[n] int fold of each row: index % folds, or with `groups` (one per row) the group's rank among the
+    sorted distinct groups % folds, so every group's rows share a fold. `folds` is clipped to [2, n] (to
+    the number of groups with groups; a single group falls back to index folds)."""
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"{len(groups)} groups for {n} feature rows")
+    names = sorted(set(() if groups is None else groups))
+    if len(names) < 2:
+        return np.arange(n) % max(2, min(folds, n))
+    rank = {g: i for i, g in enumerate(names)}
+    return np.array([rank[g] for g in groups]) % max(2, min(folds, len(names)))
+
+
+def heldout_scores(x: np.ndarray, folds: int = FOLDS, groups: Sequence[str] | None = None) -> np.ndarray:
+    """x [N,D] -> [N] float64 scores of each image under a fit on the other folds (fold_of: by index, or
+    by group so no image is scored by a fit that saw another shot of its item)."""
     n = x.shape[0]
-    folds = max(2, min(folds, n))
-    idx = np.arange(n) % folds
+    idx = fold_of(n, folds, groups)
+    folds = int(idx.max()) + 1
     out = np.empty(n, np.float64)
     for f in range(folds):
         out[idx == f] = mahalanobis(x[idx == f], *shrunk_components(x[idx != f])[:4])
@@ -169,8 +185,9 @@ def check_rate(target_rate: float) -> None:
 
 
 def fit_novelty(train_feats: np.ndarray, val_feats: np.ndarray | None,
-                target_rate: float = DEFAULT_TARGET_RATE) -> NoveltyTable:
+                target_rate: float = DEFAULT_TARGET_RATE, train_groups: Sequence[str] | None = None) -> NoveltyTable:
     """train_feats [N,D], val_feats [M,D] or None (pooled global features, float) -> NoveltyTable.
+    train_groups: the item of each train row, so held-out train scores come from folds by item (fold_of).
     ValueError for fewer than MIN_FIT train images or a bad rate."""
     check_rate(target_rate)
     x = np.asarray(train_feats, dtype=np.float64)
@@ -182,7 +199,7 @@ def fit_novelty(train_feats: np.ndarray, val_feats: np.ndarray | None,
     if v is not None and v.shape[0] >= math.ceil(1.0 / target_rate):
         scores, source = mahalanobis(v, mean, comps, weights, base), "val"
     else:
-        scores, source = heldout_scores(x), "train-heldout"
+        scores, source = heldout_scores(x, groups=train_groups), "train-heldout"
     return NoveltyTable(mean, comps, weights, float(base), _quantile(scores, target_rate), float(target_rate),
                         float(shrink), source, int(x.shape[0]), int(scores.shape[0]))
 

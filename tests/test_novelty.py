@@ -16,7 +16,8 @@ from edge_runtime import events, names
 from edge_runtime.bundle.manifest import load_bundle
 from edge_runtime.cli.scan_cli import main as scan_main
 from edge_runtime.model_runner import NO_NOVELTY, ModelRunner
-from edge_runtime.novelty import DEFAULT_TARGET_RATE, UNKNOWN, fit_novelty, load_table, save_table
+from edge_runtime.novelty import (DEFAULT_TARGET_RATE, UNKNOWN, fit_novelty, fold_of, heldout_scores, load_table,
+                                  save_table, unit_rows)
 from edge_runtime.quality_fit import FIT_REJECT_RATE, gate_for_bundle
 from edge_runtime.roi import Thresholds
 from edge_runtime.scan_summary import format_summary, summarise
@@ -55,6 +56,24 @@ def test_small_val_falls_back_to_heldout_train_scores():
     table = fit_novelty(_gaussian(rng, 60, d, mix), _gaussian(rng, 10, d, mix))
     assert table.source == "train-heldout" and table.n_calib == 60
     assert np.mean(table.score(_gaussian(rng, 5000, d, mix)) > table.threshold) <= 0.1
+
+
+def test_group_folds_keep_an_item_out_of_the_fit_that_scores_it():
+    rng = np.random.default_rng(2)
+    groups = [f"item{i // 3:02d}" for i in range(60)]  # 20 items, three shots each
+    folds = fold_of(60, 5, groups)
+    assert all(len({f for f, g in zip(folds, groups) if g == name}) == 1 for name in set(groups))
+    assert sorted(set(folds)) == [0, 1, 2, 3, 4] and (fold_of(60, 5, None) == np.arange(60) % 5).all()
+    assert (fold_of(4, 5, ["a"] * 4) == np.arange(4) % 4).all()  # one item: index folds
+    with pytest.raises(ValueError, match="3 groups for 4"):
+        fold_of(4, 5, ["a", "b", "c"])
+    # shots of one item nearly identical: a fit that saw a sibling scores the shot far too low
+    d = 64
+    items = np.abs(rng.normal(size=(20, d))) * 3 + 1
+    x = np.repeat(items, 3, axis=0) + rng.normal(scale=0.01, size=(60, d))
+    by_index = heldout_scores(unit_rows(x))
+    by_group = heldout_scores(unit_rows(x), groups=groups)
+    assert np.median(by_group) > 4 * np.median(by_index)  # measured: about 7x
 
 
 def test_table_round_trip_and_bad_files(tmp_path):
@@ -129,6 +148,9 @@ def test_an_old_float64_table_loads_as_float32_and_scores_as_before(tmp_path):
 # ------------------------------------------------------------------- a trained model, end to end
 
 
+FIT_GROUPS: list = []  # train_groups training handed to the novelty fit (trained_bundle)
+
+
 @pytest.fixture(scope="module")
 def trained_bundle(tmp_path_factory):
     """A tiny model trained one epoch on the synthetic tags, exported (with its novelty table)."""
@@ -140,19 +162,35 @@ def trained_bundle(tmp_path_factory):
     from train.fit.config import TrainConfig
     from train.fit.trainer import train
 
+    from train.fit import steps
+
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("novelty")
     generate_dataset(root / "data", SynthConfig(n=40, size=128), workers=1)
-    summary = train(TrainConfig(data=str(root / "data"), out=str(root / "run"), backbone="efficientnet_lite0",
-                                pretrained="auto", epochs=1, batch=8, threads=1, frame_size=128, global_size=64,
-                                crop_size=32, bg_replace=0.0, progress=False))
+    real_fit = steps.fit_model_novelty
+
+    def spy(*args):  # records the items the held-out folds are drawn by
+        FIT_GROUPS.append(args[5])
+        return real_fit(*args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(steps, "fit_model_novelty", spy)
+        summary = train(TrainConfig(data=str(root / "data"), out=str(root / "run"), backbone="efficientnet_lite0",
+                                    pretrained="auto", epochs=1, batch=8, threads=1, frame_size=128, global_size=64,
+                                    crop_size=32, bg_replace=0.0, progress=False))
     export_bundle(root / "run" / "best.pt", root / "bundle", ExportConfig(parity_frames=3))
     return root, summary
 
 
 def test_training_fits_and_export_ships_the_table(trained_bundle):
+    from train.data.folders import index_folder
+
     root, summary = trained_bundle
     assert summary["novelty"]["target_rate"] == DEFAULT_TARGET_RATE and summary["novelty"]["dim"] == 1280
+    # a val split this small: the threshold comes from held-out train scores, in folds by item
+    assert summary["novelty"]["source"] == "train-heldout"
+    train_groups = [s.group for s in index_folder(root / "data", seed=0).split("train")]
+    assert FIT_GROUPS == [train_groups] and len(set(train_groups)) > 1
     man = load_bundle(root / "bundle").manifest  # verifies novelty.npz's sha256 too
     assert man.files[names.NOVELTY_FILE].graph == names.NOVELTY
     assert man.tensors["global"]["outputs"][names.GLOBAL_FEATURES] == [1, 1280]

@@ -10,6 +10,7 @@ tensor global.onnx outputs as global_features, so the scanner scores exactly wha
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,12 +33,14 @@ def global_features(model: MGFEN, loader: DataLoader | None, device: torch.devic
 
 
 def fit_model_novelty(model: MGFEN, train_loader: DataLoader, val_loader: DataLoader | None,
-                      device: torch.device, target_rate: float) -> NoveltyTable:
+                      device: torch.device, target_rate: float, train_groups: Sequence[str] | None = None
+                      ) -> NoveltyTable:
     """The novelty table of `model`: fitted on the train split's features (no augmentation), threshold
-    from val (or held-out train scores when val is too small: edge_runtime.novelty.fit_novelty)."""
+    from val (or held-out train scores when val is too small, in folds by train_groups, the item of each
+    image in train_loader's order: edge_runtime.novelty.fit_novelty)."""
     train_feats = global_features(model, train_loader, device)
     val_feats = global_features(model, val_loader, device)
-    return fit_novelty(train_feats, val_feats if len(val_feats) else None, target_rate)
+    return fit_novelty(train_feats, val_feats if len(val_feats) else None, target_rate, train_groups)
 
 
 def table_to_state(table: NoveltyTable) -> dict:

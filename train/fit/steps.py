@@ -262,7 +262,8 @@ def finish(model: MGFEN, data: Datasets, loaders: Loaders, cfg: TrainConfig, ind
     best_state["threshold_fit"] = fit.to_dict()
     # The `unknown` answer: novelty table from the train split's un-augmented frames (edge_runtime.novelty).
     plain_train = make_loader(index.root, data.train.samples, data.train.preprocess, loaders.eval_batch)
-    novelty = fit_model_novelty(model, plain_train, loaders.val if len(data.val) else None, device, cfg.novelty_rate)
+    novelty = fit_model_novelty(model, plain_train, loaders.val if len(data.val) else None, device, cfg.novelty_rate,
+                                [s.group for s in data.train.samples])
     best_state["novelty"] = table_to_state(novelty)
     summary["novelty"] = novelty.to_dict()
     # The scanner's retake gate, loosened to the train photos' focus and exposure (edge_runtime.quality_fit).
