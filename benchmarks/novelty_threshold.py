@@ -45,6 +45,7 @@ from _common import cpu_flags  # noqa: E402
 from edge_runtime.novelty import DEFAULT_TARGET_RATE, fit_novelty, heldout_scores, unit_rows  # noqa: E402
 from edge_runtime.preprocess import list_images  # noqa: E402
 from train.data.folders import Sample, index_folder  # noqa: E402
+from train.evaluate.ood import wilson  # noqa: E402
 from train.evaluate.predict import make_loader  # noqa: E402
 from train.fit.novelty_fit import global_features  # noqa: E402
 from train.model.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
@@ -57,16 +58,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_name(data: Path) -> str:
     """The dataset's name in realdata.py's runs: its folder, without the per-group subset's suffix."""
     return re.sub(r"_per_group\d+$", "", data.name)
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson interval of a rate k / n, as fractions."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def rule_scores(table, train: np.ndarray, val: np.ndarray, groups: list[str]) -> dict[str, np.ndarray]:
@@ -103,8 +94,9 @@ def one_split(data: Path, seed: int, ckpt: Path, ood: dict[str, list], rate: flo
     table = fit_novelty(train, val if len(val) else None, rate)
     test_scores = table.score(test)
     ood_scores = {name: table.score(feats(root, samples)) for name, (root, samples) in ood.items()}
-    out = {"test": len(test_s), "val": len(val_s), "train": len(train_s), "stored_threshold": float(stored["threshold"]),
-           "stored_source": str(stored["source"]), "recomputed_threshold": table.threshold, "rules": {},
+    out = {"test": len(test_s), "val": len(val_s), "train": len(train_s),
+           "stored_threshold": float(stored["threshold"]), "stored_source": str(stored["source"]),
+           "recomputed_threshold": table.threshold, "rules": {},
            "ood_n": {name: len(s) for name, s in ood_scores.items()}}
     for rule, calib in rule_scores(table, train, val, [s.group for s in train_s]).items():
         if len(calib) == 0:
@@ -162,8 +154,8 @@ def markdown(results: dict, command: str, flags: str, rate: float) -> str:
                   "| rule | " + " | ".join(f"split {i}" for i in range(len(splits))) + " |",
                   "|---|" + "---|" * len(splits)]
         for rule in RULES:
-            lines.append(f"| {rule} | " + " | ".join(
-                f"{s['rules'][rule]['test_refused']}/{s['test']}" if rule in s["rules"] else "-" for s in splits) + " |")
+            cells = [f"{s['rules'][rule]['test_refused']}/{s['test']}" if rule in s["rules"] else "-" for s in splits]
+            lines.append(f"| {rule} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

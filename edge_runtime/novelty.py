@@ -18,9 +18,10 @@ min(N-1, D) principal directions with their weights, so a frame costs r * D mult
 table r * D floats), not D * D. The threshold is the val
 scores' (1 - target_rate) quantile, so about target_rate of in-domain frames are refused. When val is
 too small for that quantile (fewer than 1 / target_rate images) it is the same quantile of held-out
-train scores (K-fold: each fold scored by a fit on the others; folds by item when training passes the
-train images' groups, since a fit that saw another shot of the same item scores it too low too), because
-scores of the very images a fit saw are far too low when N is small against D. numpy only: the scanner computes it on the device.
+train scores (K-fold: each fold scored by a fit on the others), because scores of the very images a
+fit saw are far too low when N is small against D; the folds go by item when training passes the train
+images' groups, since a fit that saw another shot of the same item scores it too low as well. numpy
+only: the scanner computes it on the device.
 
 Precision and cost: the fit runs in float64; the table keeps mean and components float32 (as stored),
 and a frame's r projections are float32 dot products, the rest float64. Against the float64 path the
