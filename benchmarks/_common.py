@@ -5,11 +5,13 @@ then on sys.path, so `import _common` works).
 - run_rounds / summarise: variants timed round by round in alternating order, min / median / FPS;
 - (the MAC counter lives in the library: edge_runtime.cost.graph_cost.count_macs / graph_cost);
 - conv_graph / matmul_graph: single-op FP32 or QDQ U8S8 graphs for measuring the MAC/s a CPU achieves;
-- cpu_flags: the CPU model and vector extensions, printed with every run.
+- cpu_flags: the CPU model and vector extensions, printed with every run;
+- write_results: a benchmark's JSON and its markdown beside it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import tempfile
@@ -59,6 +61,13 @@ def cpu_flags() -> str:
 
 
 # ------------------------------------------------------------------------------------------------ timing
+
+
+def write_results(out: Path, header: str, results: dict, markdown: Callable[[str, dict], str]) -> None:
+    """{"header", "results"} as JSON to `out` and markdown(header, results) beside it (.md)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"header": header, "results": results}, indent=1))
+    out.with_suffix(".md").write_text(markdown(header, results) + "\n")
 
 
 def run_rounds(variants: dict[str, Callable[[int], dict]], rounds: int, warmup: int,

@@ -121,9 +121,10 @@ def export_int8(ckpt: Path, bundle: Path, train_dir: Path, val_dir: Path) -> dic
     return report
 
 
-def test_gate(bundle: Path, test_dir: Path) -> dict:
+def test_gate(bundle: Path, test_dir: Path) -> tuple[dict, dict | None]:
     """calibration.verdict_gate.run_gate on the test split, judged as the export judged val (the bundle's
-    thresholds and novelty table): {flavour: numbers} for each INT8 flavour."""
+    thresholds and novelty table): ({flavour: numbers} for each INT8 flavour, the same numbers of FP32
+    against itself under the gate's pixel noise: its repeatability, for scale)."""
     from calibration.accuracy import bundle_pipelines
     from calibration.verdict_gate import GateCriteria, run_gate
     from edge_runtime import names
@@ -134,8 +135,10 @@ def test_gate(bundle: Path, test_dir: Path) -> dict:
     fp32 = pipes.pop("fp32")
     result = run_gate(fp32, pipes, test_dir, m.preprocess, tuple(m.classes), m.thresholds, m.positive_index,
                       GateCriteria(), force=True, novelty=load_table(bundle / table) if table else None)
-    keep = ("n", "agreement", "accuracy", "drop_points", "abs_dp", "status", "novelty")
-    return {f: {k: v for k, v in n.items() if k in keep} for f, n in result.record["flavours"].items()}
+    keep = ("n", "agreement", "accuracy", "drop_points", "abs_dp", "status", "novelty", "noise")
+    short = lambda numbers: {k: v for k, v in numbers.items() if k in keep}  # noqa: E731
+    repeat = result.repeatability
+    return ({f: short(n) for f, n in result.record["flavours"].items()}, None if repeat is None else short(repeat))
 
 
 def scan(bundle: Path, folder: Path, events: Path, precision: str | None, labels: bool, gate: str = "") -> dict:
@@ -206,9 +209,11 @@ def run_split(name: str, data: Path, seed: int, runs: Path, out: Path, others: d
                   "gate_val": {f: {k: g.get(k) for k in ("status", "agreement", "drop_points", "n")} for f, g in gate_val.items()},
                   "search": (manifest.get("calibration") or {}).get("flavours", {}),
                   "seconds": report.get("bench_export_seconds")}}
-    result["int8_test"] = test_gate(bundle, dirs["test"])
+    result["int8_test"], result["fp32_repeatability_test"] = test_gate(bundle, dirs["test"])
     log("  INT8 on test: " + ", ".join(f"{f} verdicts {100 * g['agreement']:.1f}% equal, drop {g['drop_points']:+.2f}"
                                       for f, g in result["int8_test"].items()))
+    if result["fp32_repeatability_test"]:
+        log(f"  FP32 under pixel noise on test: verdicts {100 * result['fp32_repeatability_test']['agreement']:.1f}% equal")
     result["scan"], result["false_refusal"], result["refusal"] = {}, {}, {}
     ood_sets = {f"{other} test": pick_images(folder, OTHER_PER_DATASET, work / f"ood_{other}")
                 for other, folder in others.items()}
@@ -242,7 +247,8 @@ def markdown(results: list[dict], header: str) -> str:
     lines = [header, "", "INT8 against FP32 on the test split (verdicts at the bundle's thresholds; the export gate "
              "ran on val):", "",
              "| dataset | split | test images | thresholds | gate on val (cpu / trt) | calibration, nodes kept FP32 | cpu: verdicts equal, "
-             "accuracy drop | trt: verdicts equal, accuracy drop |", "|---|---|---|---|---|---|---|---|"]
+             "accuracy drop | trt: verdicts equal, accuracy drop | FP32 under 1 grey level of noise: verdicts equal |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         th = r["thresholds"] or {}
         gv = r["export"]["gate_val"]
@@ -252,7 +258,7 @@ def markdown(results: list[dict], header: str) -> str:
                  if f in r["int8_test"] else "-" for f in ("cpu", "trt")]
         lines.append(f"| {r['dataset']} | {r['seed']} | {r['images']['test']} | {th.get('genuine_at', 0):.3g} / "
                      f"{th.get('counterfeit_at', 0):.3g} | {gv.get('cpu', {}).get('status')} / {gv.get('trt', {}).get('status')} "
-                     f"| {fb} | {cells[0]} | {cells[1]} |")
+                     f"| {fb} | {cells[0]} | {cells[1]} | {_pct((r.get('fp32_repeatability_test') or {}).get('agreement'))}% |")
     lines += ["", "mgfen-scan on the test split, accuracy % (coverage %); uncertain, unknown and retakes count as "
               "wrong; with the quality gate (the default) and with --no-gate:", "",
               "| dataset | split | FP32 | auto precision | FP32, --no-gate | auto, --no-gate | auto runs | "

@@ -13,6 +13,15 @@ changed verdict, and unknown counts as wrong in the accuracy, as uncertain does.
 gated: the unknown decisions are), and the agreement of the unknown decision. A flavour passes when
 agreement >= min_agreement and the drop <= max_drop_points. The record (edge_runtime.bundle.int8_gate)
 goes into the manifest.
+
+For scale, FP32 is also compared with itself on the same frames plus seeded Gaussian pixel noise of
+REPEAT_NOISE grey levels (the prepared frame's uint8 values; a second capture of the item differs by at
+least that much). Not gated: it says whether a failing flavour is up against the model's own
+repeatability. On the real-data models (docs/results/int8_instability.md) FP32 kept 87.5-96.8% of its
+genuine / counterfeit / uncertain verdicts under that noise, about what the INT8 flavours kept (with the
+novelty table the BHSig model kept 28.7%: its binary scans make any noise look unknown), so no INT8 file
+can reach a 99% agreement there; the failure line then says so. The numbers go into the export's
+report.json, not the manifest.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from edge_runtime.roi import Thresholds
 # |d score| / threshold (p99) within which an INT8 flavour's novelty score counts as FP32's: a frame this
 # close to the threshold may change its unknown decision, which the verdict agreement then counts
 NOVELTY_TOLERANCE = 0.1
+REPEAT_NOISE = 1.0  # grey levels (Gaussian sigma) of the pixel noise of FP32's repeatability check
+REPEAT_KEY = "fp32+noise"  # score_images' key of that check
 
 if TYPE_CHECKING:  # calibration.accuracy imports onnxruntime; mgfen-export reads the defaults below without it
     from calibration.accuracy import OrtPipeline
@@ -93,16 +104,29 @@ def scores_of(results: list, positive: int, novelty: NoveltyTable | None = None,
                   np.array([int(np.argmax(r.logits)) for r in results], np.int64), scored)
 
 
+def noisy(frame: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """F x F x 3 uint8 frame plus Gaussian noise of `sigma` grey levels, rounded and clipped to uint8."""
+    return np.clip(np.rint(frame + rng.normal(0.0, sigma, frame.shape)), 0, 255).astype(np.uint8)
+
+
 def score_images(pipelines: dict[str, OrtPipeline], paths: list[Path], cfg: PreprocessConfig,
-                 positive: int, novelty: NoveltyTable | None = None) -> dict[str, Scores]:
+                 positive: int, novelty: NoveltyTable | None = None, repeat_noise: float = 0.0,
+                 seed: int = 0) -> dict[str, Scores]:
     """Run every pipeline on the same frames (load_frame of each path, in order, each loaded once) and
-    score them (scores_of)."""
+    score them (scores_of). With repeat_noise > 0 the "fp32" pipeline also runs on each frame plus that
+    much noise (`noisy`, seeded), scored under REPEAT_KEY."""
     results: dict[str, list] = {k: [] for k in pipelines}
+    repeat = repeat_noise > 0 and "fp32" in pipelines
+    if repeat:
+        results[REPEAT_KEY] = []
+    rng = np.random.default_rng(seed)
     for path in paths:
         frame = load_frame(path, cfg)
         for key, pipe in pipelines.items():
             results[key].append(pipe.run_frame(frame))
-    return {k: scores_of(results[k], positive, novelty, k) for k in pipelines}
+        if repeat:
+            results[REPEAT_KEY].append(pipelines["fp32"].run_frame(noisy(frame, repeat_noise, rng)))
+    return {k: scores_of(results[k], positive, novelty, k) for k in results}
 
 
 def _spread(values: np.ndarray) -> dict:
@@ -150,14 +174,19 @@ def compare_verdicts(ref: Scores, other: Scores, labels: np.ndarray, thresholds:
             "novelty": novelty_numbers(ref.novelty, other.novelty, novelty_threshold) if scored else None}
 
 
-def judge(numbers: dict, criteria: GateCriteria) -> str | None:
-    """None when the numbers pass the criteria, else one line saying what failed."""
+def judge(numbers: dict, criteria: GateCriteria, repeat: dict | None = None) -> str | None:
+    """None when the numbers pass the criteria, else one line saying what failed. `repeat`: FP32's numbers
+    against itself under noise (compare_verdicts), named when they miss the agreement criterion too."""
     failed = []
     if numbers["agreement"] < criteria.min_agreement:
         unknown = (numbers.get("novelty") or {}).get("unknown_changed", 0)
         failed.append(f"verdicts equal FP32's on {100 * numbers['agreement']:.1f}% of {numbers['n']} val images "
                       f"(< {100 * criteria.min_agreement:g}%)"
                       + (f", {unknown} of them unknown in one precision only" if unknown else ""))
+        if repeat is not None and repeat["agreement"] < criteria.min_agreement:
+            failed.append(f"FP32 itself keeps {100 * repeat['agreement']:.1f}% of its verdicts under "
+                          f"{repeat['noise']:g} grey level of pixel noise: the model's verdicts at these thresholds are "
+                          "not repeatable to that degree, whatever the precision")
     if numbers["drop_points"] > criteria.max_drop_points:
         failed.append(f"accuracy drop {numbers['drop_points']:.2f} points (> {criteria.max_drop_points:g})")
     return "; ".join(failed) or None
@@ -191,32 +220,44 @@ def unverified_record(flavours: tuple[str, ...], criteria: GateCriteria, reason:
 @dataclass(frozen=True)
 class GateResult:
     """record: the manifest's int8_gate. failure: one line when a flavour failed (None when all passed).
-    summary: one line per flavour, for the export's log."""
+    summary: one line per flavour (and one for FP32's repeatability), for the export's log. repeatability:
+    FP32 against itself under REPEAT_NOISE (compare_verdicts numbers plus `noise`), None when not measured."""
 
     record: dict
     failure: str | None
     summary: list[str]
+    repeatability: dict | None = None
 
 
 def run_gate(fp32: OrtPipeline, int8: dict[str, OrtPipeline], folder: Path, cfg: PreprocessConfig,
              classes: tuple[str, ...], thresholds: Thresholds, positive: int, criteria: GateCriteria,
-             force: bool, limit: int | None = None, novelty: NoveltyTable | None = None) -> GateResult:
+             force: bool, limit: int | None = None, novelty: NoveltyTable | None = None,
+             repeat_noise: float = REPEAT_NOISE) -> GateResult:
     """Gate every INT8 flavour ({flavour: pipeline}) against `fp32` on the labelled images of `folder`
     (`limit`: at most that many, evenly spaced over the sorted list, so both classes stay represented).
     With the bundle's `novelty` table the unknown decision is part of each verdict (module docstring).
-    A failing flavour is `failed-forced` with `force`; without it the result's `failure` says why."""
+    A failing flavour is `failed-forced` with `force`; without it the result's `failure` says why.
+    repeat_noise > 0: FP32's repeatability is measured too (module docstring; 0 skips it)."""
     from calibration.accuracy import labelled_images
     from edge_runtime.preprocess import evenly_spaced
 
     items = evenly_spaced(labelled_images(folder, classes), limit)
     paths = [p for p, _ in items]
     labels = np.array([label for _, label in items], np.int64)
-    scores = score_images({"fp32": fp32, **int8}, paths, cfg, positive, novelty)
+    scores = score_images({"fp32": fp32, **int8}, paths, cfg, positive, novelty, repeat_noise)
+    nov_threshold = novelty.threshold if novelty is not None else None
     flavours, summary, failures = {}, [], []
+    repeat = None
+    if REPEAT_KEY in scores:
+        repeat = {**compare_verdicts(scores["fp32"], scores[REPEAT_KEY], labels, thresholds, positive, nov_threshold),
+                  "noise": repeat_noise}
+        summary.append(f"FP32 against itself under {repeat_noise:g} grey level of pixel noise (for scale, not gated): "
+                       f"verdicts {100 * repeat['agreement']:.1f}% equal, |dP| p50 {repeat['abs_dp']['p50']:.2g} "
+                       f"p99 {repeat['abs_dp']['p99']:.2g} max {repeat['abs_dp']['max']:.2g}"
+                       f"{_novelty_summary(repeat['novelty'])}")
     for flavour in int8:
-        numbers = compare_verdicts(scores["fp32"], scores[flavour], labels, thresholds, positive,
-                                   novelty.threshold if novelty is not None else None)
-        why = judge(numbers, criteria)
+        numbers = compare_verdicts(scores["fp32"], scores[flavour], labels, thresholds, positive, nov_threshold)
+        why = judge(numbers, criteria, repeat)
         numbers["status"] = PASSED if why is None else FAILED_FORCED if force else "failed"  # failed: no bundle
         if why is not None:
             numbers["reason"] = why
@@ -230,4 +271,4 @@ def run_gate(fp32: OrtPipeline, int8: dict[str, OrtPipeline], folder: Path, cfg:
                        f"{'PASS' if why is None else 'FAIL'}")
     record = {"criteria": criteria.to_dict(), "images": images_record(Path(folder), paths), "flavours": flavours}
     failure = "; ".join(failures) if failures and not force else None
-    return GateResult(record, failure, summary)
+    return GateResult(record, failure, summary, repeat)

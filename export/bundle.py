@@ -286,6 +286,8 @@ def gate_int8(out: Path, params: PipelineParams, fp32: OrtPipeline, val: Path | 
         if config.force and any(e["status"] != "passed" for e in result.record["flavours"].values()):
             log("warning: INT8 gate failed (kept: --force, recorded failed-forced; auto precision runs fp32)")
     report["gate"] = result.record
+    if result.repeatability is not None:
+        report["fp32_repeatability"] = result.repeatability
     return result
 
 

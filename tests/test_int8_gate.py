@@ -199,3 +199,42 @@ def test_auto_says_once_why_it_runs_fp32(tmp_path, images):
     assert sum("auto precision runs fp32" in line for line in res.stderr.splitlines()) == 1
     assert json.loads(res.stdout[res.stdout.index("{"):])["rows"][0]["engines"] == [
         f"ort:CPUExecutionProvider:{names.model_file(g)}" for g in names.GRAPHS]
+
+
+def test_gate_measures_fp32_repeatability_under_pixel_noise(tmp_path):
+    """run_gate also runs FP32 on every frame plus seeded 1-grey-level noise. Strongly coloured frames keep
+    their verdicts (agreement 1, |d log-odds| > 0: the noise reached the model); six copies of one grey frame whose
+    P sits on counterfeit_at flip both ways, so FP32 misses the criterion itself, and the failure line of a
+    flavour says so. repeat_noise=0 skips the check."""
+    from calibration.accuracy import bundle_pipelines
+    from calibration.verdict_gate import REPEAT_NOISE, run_gate
+    from edge_runtime.preprocess import load_frame
+
+    bundle = make_fake_bundle(tmp_path / "b", int8=True)
+    man, params, pipes = bundle_pipelines(bundle)
+    val = tmp_path / "val"
+    for label, colour in (("genuine", "red"), ("counterfeit", "blue")):
+        (val / label).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(val / label / f"{colour}{i}.png"), make_image(colour, seed=i))
+    fp32 = pipes.pop("fp32")
+    steady = run_gate(fp32, pipes, val, params.preprocess, names.CLASS_NAMES, TH, 1, GateCriteria(), force=False)
+    rep = steady.repeatability
+    assert rep["noise"] == REPEAT_NOISE and rep["n"] == 6 and rep["agreement"] == 1.0 and rep["abs_dlogodds"]["max"] > 0
+    assert steady.failure is None and steady.summary[0].startswith("FP32 against itself under 1 grey level")
+    assert run_gate(fp32, pipes, val, params.preprocess, names.CLASS_NAMES, TH, 1, GateCriteria(), force=False,
+                    repeat_noise=0.0).repeatability is None
+
+    grey = tmp_path / "grey"
+    (grey / "counterfeit").mkdir(parents=True)
+    for i in range(6):
+        cv2.imwrite(str(grey / "counterfeit" / f"g{i}.png"), make_image("grey", seed=0))
+    p_grey = fp32.run_frame(load_frame(grey / "counterfeit" / "g0.png", params.preprocess)).probability
+    on_edge = Thresholds(0.01, p_grey)
+    shaky = run_gate(fp32, pipes, grey, params.preprocess, names.CLASS_NAMES, on_edge, 1,
+                     GateCriteria(), force=False)
+    assert 0.0 < shaky.repeatability["agreement"] < 1.0
+    assert shaky.failure is None  # the INT8 files are the FP32 ones: they agree; FP32's repeatability is not gated
+    numbers = {"agreement": 0.5, "n": 6, "drop_points": 0.0}
+    assert "FP32 itself keeps" in judge(numbers, GateCriteria(), shaky.repeatability)
+    assert "FP32 itself" not in judge(numbers, GateCriteria(), steady.repeatability)

@@ -69,6 +69,8 @@ def test_field_benchmark_end_to_end(tmp_path):
         assert set(r["int8_test"]) == {"cpu", "trt"}
         for g in r["int8_test"].values():
             assert g["n"] == r["images"]["test"] and 0.0 <= g["agreement"] <= 1.0
+        repeat = r["fp32_repeatability_test"]
+        assert repeat["n"] == r["images"]["test"] and repeat["noise"] == 1.0 and 0.0 <= repeat["agreement"] <= 1.0
         assert set(r["export"]["gate_val"]) == {"cpu", "trt"}
         for key in ("fp32", "auto", "fp32_nogate", "auto_nogate"):
             s = r["scan"][key]
