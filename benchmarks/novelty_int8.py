@@ -47,14 +47,7 @@ def features(pipes: dict, paths: list[Path], cfg) -> dict[str, np.ndarray]:
 
 def shrink_variant(train: np.ndarray, floor: float):
     """Score function of the shipped Mahalanobis with the shrinkage raised to at least `floor`."""
-    x = unit_rows(train)
-    n, d = x.shape
-    mean, comps, _, _, shrink = shrunk_components(x)
-    a = max(shrink, floor)
-    lam = np.linalg.svd(x - mean, compute_uv=False) ** 2 / n
-    mu = float(lam.sum()) / d
-    base = 1.0 / (a * mu)
-    weights = base - 1.0 / ((1.0 - a) * lam + a * mu)
+    mean, comps, weights, base, _ = shrunk_components(unit_rows(train), floor)
     return lambda f: mahalanobis(unit_rows(f), mean, comps, weights, base)
 
 

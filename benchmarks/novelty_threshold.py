@@ -14,6 +14,10 @@ only the threshold differs between rules, each the (1 - rate) quantile of:
                         (n + 1 - k) / (n + 1) <= rate, where the interpolated one refuses about 2 / (n + 1) more
                         than the rate when n is a few dozen (3.8% instead of 2% at n = 52)
 
+With --min-shrinkage A,B,... the table itself varies too: the covariance shrinkage raised to at least each
+value (edge_runtime.novelty.fit_novelty's min_shrinkage; 0 is training's table), with training's threshold
+rule, in a table of its own.
+
 For each dataset and split: the checkpoint RUNS/<dataset>/split<s>/mgfen/best.pt (realdata.py's MGFEN run),
 features of that split's train / val / test images and of every --ood folder (computed as training does:
 train.fit.novelty_fit.global_features over an un-augmented loader, FP32), then each rule's threshold and the
@@ -77,9 +81,11 @@ def rank_threshold(scores: np.ndarray, rate: float) -> float:
     return float(ordered[k - 1])
 
 
-def one_split(data: Path, seed: int, ckpt: Path, ood: dict[str, list], rate: float) -> dict:
+def one_split(data: Path, seed: int, ckpt: Path, ood: dict[str, list], rate: float,
+              floors: tuple[float, ...] = ()) -> dict:
     """Counts for one dataset split: {"test": n, "val": n, "stored_threshold", "recomputed_threshold",
-    "rules": {rule: {"threshold", "test_refused", "ood": {name: refused}}}, "ood_n": {name: n}}."""
+    "rules": {rule: {"threshold", "test_refused", "ood": {name: refused}}}, "ood_n": {name: n},
+    "floors": {floor: {"shrinkage", "threshold", "test_refused", "ood"}} (training's rule, each floor)}."""
     model, _ = load_checkpoint(ckpt, map_location="cpu")
     stored = read_checkpoint(ckpt)["novelty"]
     cfg = model.cfg.preprocess
@@ -93,12 +99,21 @@ def one_split(data: Path, seed: int, ckpt: Path, ood: dict[str, list], rate: flo
     train, val, test = feats(index.root, train_s), feats(index.root, val_s), feats(index.root, test_s)
     table = fit_novelty(train, val if len(val) else None, rate)
     test_scores = table.score(test)
-    ood_scores = {name: table.score(feats(root, samples)) for name, (root, samples) in ood.items()}
+    ood_feats = {name: feats(root, samples) for name, (root, samples) in ood.items()}
+    ood_scores = {name: table.score(f) for name, f in ood_feats.items()}
     out = {"test": len(test_s), "val": len(val_s), "train": len(train_s),
            "stored_threshold": float(stored["threshold"]), "stored_source": str(stored["source"]),
            "recomputed_threshold": table.threshold, "rules": {},
            "ood_n": {name: len(s) for name, s in ood_scores.items()}}
-    for rule, calib in rule_scores(table, train, val, [s.group for s in train_s]).items():
+    groups = [s.group for s in train_s]
+    out["floors"] = {}
+    for floor in floors:
+        t = fit_novelty(train, val if len(val) else None, rate, groups, min_shrinkage=floor)
+        out["floors"][f"{floor:g}"] = {"shrinkage": t.shrinkage, "threshold": t.threshold,
+                                       "test_refused": int((t.score(test) > t.threshold).sum()),
+                                       "ood": {name: int((t.score(f) > t.threshold).sum())
+                                               for name, f in ood_feats.items()}}
+    for rule, calib in rule_scores(table, train, val, groups).items():
         if len(calib) == 0:
             continue
         thr = rank_threshold(calib, rate) if rule.endswith("conformal") else float(np.quantile(calib, 1.0 - rate))
@@ -150,6 +165,18 @@ def markdown(results: dict, command: str, flags: str, rate: float) -> str:
                      for o in ood_names]
             lines.append(f"| {rule} | {', '.join(str(r['calib_n']) for r in rows)} | {fmt_rate(k, n)} | "
                          + " | ".join(cells) + " |")
+        floors = list(splits[0].get("floors", {}))
+        if floors:
+            lines += ["", "Covariance shrinkage raised to at least a floor (training's threshold rule; 0: training's "
+                      "table):", "", "| floor | shrinkage per split | in-domain test refused | "
+                      + " | ".join(f"{o} refused" for o in ood_names) + " |", "|---|---|---|" + "---|" * len(ood_names)]
+            for floor in floors:
+                rows = [s["floors"][floor] for s in splits]
+                cells = [fmt_rate(sum(r["ood"][o] for r in rows), sum(s["ood_n"][o] for s in splits)) for o in ood_names]
+                shrink = ", ".join(f"{r['shrinkage']:.3f}" for r in rows)
+                lines.append(f"| {floor} | {shrink} | "
+                             f"{fmt_rate(sum(r['test_refused'] for r in rows), sum(s['test'] for s in splits))} | "
+                             + " | ".join(cells) + " |")
         lines += ["", "Per split, in-domain test refused (of n):", "",
                   "| rule | " + " | ".join(f"split {i}" for i in range(len(splits))) + " |",
                   "|---|" + "---|" * len(splits)]
@@ -168,8 +195,16 @@ def main() -> None:
     ap.add_argument("--ood", action="append", default=[], type=Path, help="a folder of out-of-domain images")
     ap.add_argument("--splits", type=int, default=3)
     ap.add_argument("--rate", type=float, default=DEFAULT_TARGET_RATE)
+    ap.add_argument("--min-shrinkage", default="", help="comma list of shrinkage floors to compare (0 is added)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "novelty_threshold.md")
     args = ap.parse_args()
+    try:
+        floors = tuple(sorted({0.0, *(float(x) for x in args.min_shrinkage.split(",") if x.strip())}))
+    except ValueError:
+        raise SystemExit(f"--min-shrinkage: a comma list of numbers in [0, 1], got {args.min_shrinkage!r}") from None
+    if not all(0.0 <= f <= 1.0 for f in floors):
+        raise SystemExit(f"--min-shrinkage: values must be in [0, 1], got {args.min_shrinkage!r}")
+    floors = floors if args.min_shrinkage else ()
     torch.set_num_threads(2)
     flags = cpu_flags()
     print(f"host: {flags}", flush=True)
@@ -183,7 +218,7 @@ def main() -> None:
             if not ckpt.is_file():
                 raise SystemExit(f"{ckpt}: no such checkpoint (run benchmarks/realdata.py --out {args.runs} first)")
             t0 = time.perf_counter()
-            r = one_split(data, seed, ckpt, ood, args.rate)
+            r = one_split(data, seed, ckpt, ood, args.rate, floors)
             results[name].append(r)
             print(f"{name} split {seed} ({time.perf_counter() - t0:.0f} s): " + "; ".join(
                 f"{rule} {v['test_refused']}/{r['test']}" for rule, v in r["rules"].items()), flush=True)

@@ -10,9 +10,10 @@ The score is the squared Mahalanobis distance of the L2-normalised features to t
 divided by D (about 1 for an in-domain frame), with a Ledoit-Wolf shrunk covariance. Normalised, because
 the direction of the pooled features is what tells items apart: a flat or noise frame gives a pooled
 vector of a tenth of the usual norm, which raw Euclidean or Mahalanobis geometry puts near the mean
-(measured on the synthetic tags: raw scores refused none of them, normalised ones all). The covariance: with a few hundred train images and D in the
-hundreds or thousands the sample covariance is singular, and shrinking it towards a scaled identity
-makes it invertible with the shrinkage estimated from the data (no knob). The table keeps the shrunk
+(measured on the synthetic tags: raw scores refused none of them, normalised ones all). The covariance:
+with a few hundred train images and D in the hundreds or thousands the sample covariance is singular, and
+shrinking it towards a scaled identity makes it invertible with the shrinkage estimated from the data
+(training sets no floor on it; fit_novelty's min_shrinkage is for measuring others). The table keeps the shrunk
 covariance's inverse in its exact low-rank form (Woodbury): base * I minus the sample covariance's r =
 min(N-1, D) principal directions with their weights, so a frame costs r * D multiply-adds (and the
 table r * D floats), not D * D. The threshold is the val
@@ -127,10 +128,12 @@ def mahalanobis(x: np.ndarray, mean: np.ndarray, comps: np.ndarray, weights: np.
     return (base * np.einsum("nd,nd->n", z, z) - (proj * proj) @ weights) / x.shape[1]
 
 
-def shrunk_components(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+def shrunk_components(x: np.ndarray,
+                      min_shrinkage: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
     """x [N,D] float -> (mean [D], components [r,D], weights [r], base, shrinkage) of the inverse of the
     Ledoit-Wolf (2004) shrunk covariance (1 - a) S + a mu I (S: sample covariance, mu its mean
-    eigenvalue, a estimated from the data), from the SVD of the centred x (no D x D matrix)."""
+    eigenvalue, a estimated from the data, raised to min_shrinkage when below it), from the SVD of the
+    centred x (no D x D matrix)."""
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
     mean = x.mean(0)
@@ -143,6 +146,7 @@ def shrunk_components(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     # sum_k ||x_k x_k^T - S||_F^2 = sum_k ||x_k||^4 - n ||S||_F^2
     beta2 = (float(np.sum(np.sum(xc * xc, 1) ** 2)) / n - cov_norm2) / (n * d)
     shrink = 1.0 if delta2 <= 0 else min(max(beta2 / delta2, 0.0), 1.0)
+    shrink = max(shrink, min_shrinkage)
     floor = max(shrink * mu, 1e-9 * max(mu, 1e-12))  # an unshrunk rank-deficient S keeps a floor
     base = 1.0 / floor
     weights = base - 1.0 / ((1.0 - shrink) * lam + floor)
@@ -166,7 +170,8 @@ def fold_of(n: int, folds: int, groups: Sequence[str] | None = None) -> np.ndarr
     return np.array([rank[g] for g in groups]) % max(2, min(folds, len(names)))
 
 
-def heldout_scores(x: np.ndarray, folds: int = FOLDS, groups: Sequence[str] | None = None) -> np.ndarray:
+def heldout_scores(x: np.ndarray, folds: int = FOLDS, groups: Sequence[str] | None = None,
+                   min_shrinkage: float = 0.0) -> np.ndarray:
     """x [N,D] -> [N] float64 scores of each image under a fit on the other folds (fold_of: by index, or
     by group so no image is scored by a fit that saw another shot of its item)."""
     n = x.shape[0]
@@ -174,7 +179,7 @@ def heldout_scores(x: np.ndarray, folds: int = FOLDS, groups: Sequence[str] | No
     folds = int(idx.max()) + 1
     out = np.empty(n, np.float64)
     for f in range(folds):
-        out[idx == f] = mahalanobis(x[idx == f], *shrunk_components(x[idx != f])[:4])
+        out[idx == f] = mahalanobis(x[idx == f], *shrunk_components(x[idx != f], min_shrinkage)[:4])
     return out
 
 
@@ -186,21 +191,24 @@ def check_rate(target_rate: float) -> None:
 
 
 def fit_novelty(train_feats: np.ndarray, val_feats: np.ndarray | None,
-                target_rate: float = DEFAULT_TARGET_RATE, train_groups: Sequence[str] | None = None) -> NoveltyTable:
+                target_rate: float = DEFAULT_TARGET_RATE, train_groups: Sequence[str] | None = None,
+                min_shrinkage: float = 0.0) -> NoveltyTable:
     """train_feats [N,D], val_feats [M,D] or None (pooled global features, float) -> NoveltyTable.
     train_groups: the item of each train row, so held-out train scores come from folds by item (fold_of).
+    min_shrinkage: the covariance shrinkage's floor (shrunk_components; 0: Ledoit-Wolf's estimate alone,
+    training's choice; benchmarks/novelty_threshold.py --min-shrinkage measures others).
     ValueError for fewer than MIN_FIT train images or a bad rate."""
     check_rate(target_rate)
     x = np.asarray(train_feats, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < MIN_FIT:
         raise ValueError(f"novelty fit needs at least {MIN_FIT} train feature rows, got shape {x.shape}")
     x = unit_rows(x)
-    mean, comps, weights, base, shrink = shrunk_components(x)
+    mean, comps, weights, base, shrink = shrunk_components(x, min_shrinkage)
     v = None if val_feats is None else unit_rows(np.asarray(val_feats, dtype=np.float64).reshape(-1, x.shape[1]))
     if v is not None and v.shape[0] >= math.ceil(1.0 / target_rate):
         scores, source = mahalanobis(v, mean, comps, weights, base), "val"
     else:
-        scores, source = heldout_scores(x, groups=train_groups), "train-heldout"
+        scores, source = heldout_scores(x, groups=train_groups, min_shrinkage=min_shrinkage), "train-heldout"
     return NoveltyTable(mean, comps, weights, float(base), _quantile(scores, target_rate), float(target_rate),
                         float(shrink), source, int(x.shape[0]), int(scores.shape[0]))
 

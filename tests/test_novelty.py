@@ -76,6 +76,24 @@ def test_group_folds_keep_an_item_out_of_the_fit_that_scores_it():
     assert np.median(by_group) > 4 * np.median(by_index)  # measured: about 7x
 
 
+def test_min_shrinkage_raises_the_floor_only():
+    """min_shrinkage below Ledoit-Wolf's estimate changes nothing; above it the table's shrinkage is the floor
+    and the score moves; 1.0 makes the score isotropic (the squared distance to the mean / (mu D))."""
+    rng = np.random.default_rng(4)
+    mix = np.diag(np.geomspace(3.0, 0.01, 24))
+    train, test = _gaussian(rng, 80, 24, mix), _gaussian(rng, 10, 24, mix)
+    plain = fit_novelty(train, None)
+    assert 0.0 < plain.shrinkage < 0.5
+    low = fit_novelty(train, None, min_shrinkage=plain.shrinkage / 2)
+    np.testing.assert_array_equal(low.score(test), plain.score(test))
+    high = fit_novelty(train, None, min_shrinkage=0.8)
+    assert high.shrinkage == 0.8 and not np.allclose(high.score(test), plain.score(test))
+    iso = fit_novelty(train, None, min_shrinkage=1.0)
+    z = unit_rows(test) - iso.mean.astype(np.float64)
+    mu = np.sum(np.var(unit_rows(train), axis=0)) / 24
+    np.testing.assert_allclose(iso.score(test), np.sum(z * z, 1) / mu / 24, rtol=1e-4)
+
+
 def test_table_round_trip_and_bad_files(tmp_path):
     rng = np.random.default_rng(2)
     table = fit_novelty(rng.random((30, 8)), None, 0.05)
