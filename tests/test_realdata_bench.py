@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from test_train import make_data
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import realdata  # noqa: E402
+import realdata_ensemble  # noqa: E402
 
 torch.set_num_threads(1)
 TINY = ["--epochs", "1", "--frame-size", "128", "--global-size", "64", "--crop-size", "32", "--probe-sizes", "64",
@@ -50,6 +52,17 @@ def test_realdata_benchmark_end_to_end_and_cached(tmp_path, monkeypatch):
         accs = [sp["models"][name]["accuracy"] for sp in result["splits"]]
         assert s["accuracy_mean"] == pytest.approx(sum(accs) / 2)
     assert "| mgfen |" in (out / "realdata.md").read_text()
+
+    ens_out = tmp_path / "ens.json"  # benchmarks/realdata_ensemble.py on the same runs: reads, trains nothing
+    assert realdata_ensemble.main(["--data", str(sub), "--runs", str(out), "--splits", "2", "--probe-size", "64",
+                                   "--cache", str(cache), "--out", str(ens_out)]) == 0
+    ens = json.loads(ens_out.read_text())["results"]["d"]
+    assert [e["seed"] for e in ens] == [0, 1]
+    for e, split in zip(ens, result["splits"]):
+        assert set(e["models"]) == {"mgfen", "probe", "mean P", "mean log-odds"} and e["test"] == split["test"]
+        assert e["models"]["mgfen"]["accuracy"] == split["models"]["mgfen"]["accuracy"]
+        assert "minus_probe" in e["models"]["mean P"] and "minus_mgfen" not in e["models"]["probe"]
+    assert realdata_ensemble.main(["--data", str(sub), "--runs", str(tmp_path / "none"), "--out", str(ens_out)]) == 2
 
     def no_training(*a, **k):
         raise AssertionError("a second run must reuse the trained models")
@@ -109,3 +122,12 @@ def test_grey_copy_keeps_paths_labels_and_groups(tmp_path):
     assert colour.std(axis=2).max() > 0  # the originals did carry colour
     (grey / "marker").write_text("kept")
     assert realdata.grey_copy(data, tmp_path / "d_grey") == grey and (grey / "marker").is_file()  # reused
+
+
+def test_ensembles_average_probabilities_and_log_odds():
+    mgfen, probe = np.array([0.9, 0.2, 1.0]), np.array([0.5, 0.2, 0.5])
+    e = realdata_ensemble.ensembles(mgfen, probe)
+    np.testing.assert_allclose(e["mean P"], [0.7, 0.2, 0.75])
+    lo = (np.log(9.0) + 0.0) / 2  # P 0.9 and 0.5
+    np.testing.assert_allclose(e["mean log-odds"][:2], [1 / (1 + np.exp(-lo)), 0.2])
+    assert 0.99 < e["mean log-odds"][2] < 1.0  # P 1.0 clipped to 1 - 1e-6, not infinite
