@@ -254,11 +254,13 @@ def markdown(results: list[dict], header: str) -> str:
         gv = r["export"]["gate_val"]
         fb = "; ".join(f"{f}: {v.get('method')}, {len(v.get('kept_fp32', []))} nodes" + (" (7-bit)" if v.get("reduce_range") else "")
                        for f, v in sorted(r["export"]["search"].items())) or "-"
+        agree = (r.get("fp32_repeatability_test") or {}).get("agreement")
+        repeat = "-" if agree is None else f"{_pct(agree)}%"
         cells = [f"{_pct(r['int8_test'][f]['agreement'])}%, {r['int8_test'][f]['drop_points']:+.2f} pts"
                  if f in r["int8_test"] else "-" for f in ("cpu", "trt")]
         lines.append(f"| {r['dataset']} | {r['seed']} | {r['images']['test']} | {th.get('genuine_at', 0):.3g} / "
                      f"{th.get('counterfeit_at', 0):.3g} | {gv.get('cpu', {}).get('status')} / {gv.get('trt', {}).get('status')} "
-                     f"| {fb} | {cells[0]} | {cells[1]} | {_pct((r.get('fp32_repeatability_test') or {}).get('agreement'))}% |")
+                     f"| {fb} | {cells[0]} | {cells[1]} | {repeat} |")
     lines += ["", "mgfen-scan on the test split, accuracy % (coverage %); uncertain, unknown and retakes count as "
               "wrong; with the quality gate (the default) and with --no-gate:", "",
               "| dataset | split | FP32 | auto precision | FP32, --no-gate | auto, --no-gate | auto runs | "
