@@ -29,9 +29,8 @@ import numpy as np
 
 from _common import cpu_flags, write_results
 from calibration.accuracy import OrtPipeline, bundle_pipelines, labelled_images
-from edge_runtime import names
-from edge_runtime.preprocess import global_input, load_frame
-from edge_runtime.roi import crop_rois, softmax, vote_logits
+from calibration.verdict_gate import noisy
+from edge_runtime.preprocess import load_frame
 
 NOISE_LEVELS = (1.0, 2.0)  # grey levels (uint8 steps) of the "second capture" noise
 MOVED_IOU = 0.5
@@ -39,22 +38,14 @@ MOVED_IOU = 0.5
 
 def global_outputs(pipe: OrtPipeline, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(global logits [C], boxes [K,4], box scores [K]) of `pipe`'s global graph on an F x F x 3 uint8 frame."""
-    x = global_input(frame, pipe.params.preprocess)
-    logits, boxes, scores = pipe.global_session.run([names.GLOBAL_LOGITS, names.BOXES, names.BOX_SCORES],
-                                                    {names.GLOBAL_INPUT: x})
+    logits, boxes, scores = pipe.run_global(frame)[:3]
     return logits[0], boxes[0], scores[0]
 
 
 def vote(pipe: OrtPipeline, frame: np.ndarray, g_logits: np.ndarray, boxes: np.ndarray,
          scores: np.ndarray) -> float:
-    """P(positive) of `pipe`'s parts graph on the crops at `boxes` [K,4], voted with g_logits [C], scores [K]."""
-    p = pipe.params
-    part_logits = None
-    if pipe.parts_session is not None:
-        crops = crop_rois(frame, boxes, p.preprocess.crop_size)
-        (part_logits,) = pipe.parts_session.run([names.PART_LOGITS], {names.PARTS_INPUT: crops})
-    logits = vote_logits(g_logits, part_logits, scores, p.global_weight, p.use_parts)
-    return float(softmax(np.asarray(logits, np.float32))[p.positive_index])
+    """P(positive) of `pipe`'s vote at the given boxes (OrtPipeline.vote)."""
+    return pipe.vote(frame, g_logits, boxes, scores)[1]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -79,8 +70,8 @@ def frame_rows(pipes: dict[str, OrtPipeline], frame: np.ndarray, rng: np.random.
         row[f"fp32, {flavour} boxes"] = vote(fp32, frame, g32, b8, s8)
         row[f"{flavour} box iou"] = float(box_iou(b32, b8).min())
     for sigma in NOISE_LEVELS:
-        noisy = np.clip(np.rint(frame + rng.normal(0.0, sigma, frame.shape)), 0, 255).astype(np.uint8)
-        row[f"fp32, noise {sigma:g}"] = vote(fp32, noisy, *global_outputs(fp32, noisy))
+        shaken = noisy(frame, sigma, rng)
+        row[f"fp32, noise {sigma:g}"] = vote(fp32, shaken, *global_outputs(fp32, shaken))
     return row
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from _common import cpu_flags, write_results
 from calibration.accuracy import bundle_pipelines
-from edge_runtime.novelty import DEFAULT_TARGET_RATE, _quantile, mahalanobis, shrunk_components, unit_rows
+from edge_runtime.novelty import DEFAULT_TARGET_RATE, mahalanobis, shrunk_components, threshold_at, unit_rows
 from edge_runtime.preprocess import list_images, load_frame
 
 SHRINK_FLOORS = (0.0, 0.2, 0.5, 0.9)  # 0.0: the shipped score (Ledoit-Wolf's own estimate)
@@ -76,7 +76,7 @@ def evaluate(feats: dict[str, dict[str, np.ndarray]], ood: list[str]) -> dict:
     variants.update({f"pca {r}": pca_variant(feats["train"]["fp32"], r) for r in PCA_RANKS})
     out = {}
     for name, fn in variants.items():
-        thr = _quantile(fn(feats["val"]["fp32"]), DEFAULT_TARGET_RATE)
+        thr = threshold_at(fn(feats["val"]["fp32"]), DEFAULT_TARGET_RATE)
         row: dict = {"threshold": round(thr, 4)}
         for flavour in ("fp32", "cpu", "trt"):
             row[f"test refused {flavour}"] = rate(fn(feats["test"][flavour]), thr)

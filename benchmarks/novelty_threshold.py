@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import cpu_flags  # noqa: E402
+from realdata import run_name  # noqa: E402
 from edge_runtime.novelty import DEFAULT_TARGET_RATE, fit_novelty, heldout_scores, unit_rows  # noqa: E402
 from edge_runtime.preprocess import list_images  # noqa: E402
 from train.data.folders import Sample, index_folder  # noqa: E402
@@ -57,11 +57,6 @@ from train.model.checkpoint import load_checkpoint, read_checkpoint  # noqa: E40
 RULES = ("val", "heldout, by index", "heldout, by group", "val + heldout", "val, conformal",
          "val + heldout, conformal")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_name(data: Path) -> str:
-    """The dataset's name in realdata.py's runs: its folder, without the per-group subset's suffix."""
-    return re.sub(r"_per_group\d+$", "", data.name)
 
 
 def rule_scores(table, train: np.ndarray, val: np.ndarray, groups: list[str]) -> dict[str, np.ndarray]:

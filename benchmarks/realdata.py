@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import json
 import pickle
+import re
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,14 @@ def parse_sets(items: list[str]) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+PER_GROUP_SUFFIX = re.compile(r"_per_group\d+$")  # subsample's folders: --cache / f"{name}_per_group{n}"
+
+
+def run_name(data: Path) -> str:
+    """The dataset's name in this benchmark's runs: its folder, without a per-group subset's suffix."""
+    return PER_GROUP_SUFFIX.sub("", data.name)
 
 
 def subsample(src: Path, dst: Path, per_group: int, seed: int) -> Path:

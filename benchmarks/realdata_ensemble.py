@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import cpu_flags, write_results  # noqa: E402
-from realdata import cached_features  # noqa: E402
+from realdata import cached_features, run_name  # noqa: E402
 from train.audit.baselines import Baseline, fit_predict  # noqa: E402
 from train.data.folders import index_folder  # noqa: E402
 from train.evaluate.resample import paired_difference, score_with_interval  # noqa: E402
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     results = {}
     for data in args.data:
-        name = re.sub(r"_per_group\d+$", "", data.name)
+        name = run_name(data)
         for seed in range(args.splits):
             if not (args.runs / name / f"split{seed}" / "mgfen" / "scores.json").is_file():
                 print(f"error: {args.runs / name / f'split{seed}'}: no MGFEN scores.json (run benchmarks/realdata.py "

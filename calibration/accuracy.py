@@ -76,19 +76,31 @@ class OrtPipeline:
             outputs.append(names.GLOBAL_FEATURES)  # bundles exported before the novelty score have none
         self._global_outputs = outputs
 
-    def run_frame(self, frame: np.ndarray) -> FrameResult:
-        """frame: F x F x 3 uint8 RGB (edge_runtime.preprocess.prepare_frame output)."""
+    def run_global(self, frame: np.ndarray) -> list:
+        """The global graph on frame (F x F x 3 uint8 RGB): [logits [1,C], boxes [1,K,4], box scores [1,K]]
+        plus the pooled features [1,D] when the graph has them."""
+        return self.global_session.run(self._global_outputs,
+                                       {names.GLOBAL_INPUT: global_input(frame, self.params.preprocess)})
+
+    def vote(self, frame: np.ndarray, g_logits: np.ndarray, boxes: np.ndarray,
+             scores: np.ndarray) -> tuple[np.ndarray, float]:
+        """(final logits [C], P(positive)) of the parts graph on the crops of `frame` at boxes [K,4], voted
+        with the global logits [C] and the box scores [K]."""
         p = self.params
-        out = self.global_session.run(self._global_outputs, {names.GLOBAL_INPUT: global_input(frame, p.preprocess)})
-        g_logits, boxes, scores = out[:3]
-        features = np.asarray(out[3]).reshape(-1) if len(out) > 3 else None
         part_logits = None
         if self.parts_session is not None:
-            crops = crop_rois(frame, boxes[0], p.preprocess.crop_size)
+            crops = crop_rois(frame, boxes, p.preprocess.crop_size)
             (part_logits,) = self.parts_session.run([names.PART_LOGITS], {names.PARTS_INPUT: crops})
-        logits = vote_logits(g_logits[0], part_logits, scores[0], p.global_weight, p.use_parts)
-        prob = float(softmax(np.asarray(logits, np.float32))[p.positive_index])
-        return FrameResult(np.asarray(logits), prob, boxes[0], scores[0], features)
+        logits = np.asarray(vote_logits(g_logits, part_logits, scores, p.global_weight, p.use_parts))
+        return logits, float(softmax(np.asarray(logits, np.float32))[p.positive_index])
+
+    def run_frame(self, frame: np.ndarray) -> FrameResult:
+        """frame: F x F x 3 uint8 RGB (edge_runtime.preprocess.prepare_frame output)."""
+        out = self.run_global(frame)
+        g_logits, boxes, scores = out[:3]
+        features = np.asarray(out[3]).reshape(-1) if len(out) > 3 else None
+        logits, prob = self.vote(frame, g_logits[0], boxes[0], scores[0])
+        return FrameResult(logits, prob, boxes[0], scores[0], features)
 
 
 def flavour_pipeline(global_path: str | Path, parts_path: str | Path, params: PipelineParams, flavour: str,

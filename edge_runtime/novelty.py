@@ -153,7 +153,8 @@ def shrunk_components(x: np.ndarray,
     return mean, comps, weights, base, shrink
 
 
-def _quantile(scores: np.ndarray, target_rate: float) -> float:
+def threshold_at(scores: np.ndarray, target_rate: float) -> float:
+    """The (1 - target_rate) quantile of [N] calibration scores: the threshold fit_novelty sets."""
     return float(np.quantile(np.asarray(scores, dtype=np.float64), 1.0 - target_rate))
 
 
@@ -209,7 +210,7 @@ def fit_novelty(train_feats: np.ndarray, val_feats: np.ndarray | None,
         scores, source = mahalanobis(v, mean, comps, weights, base), "val"
     else:
         scores, source = heldout_scores(x, groups=train_groups, min_shrinkage=min_shrinkage), "train-heldout"
-    return NoveltyTable(mean, comps, weights, float(base), _quantile(scores, target_rate), float(target_rate),
+    return NoveltyTable(mean, comps, weights, float(base), threshold_at(scores, target_rate), float(target_rate),
                         float(shrink), source, int(x.shape[0]), int(scores.shape[0]))
 
 
